@@ -1,0 +1,162 @@
+// The resolved configuration every other package works with: defaults filled in, `${VAR}` expanded,
+// durations in milliseconds, sizes in bytes, addresses split into host and port. The YAML shape
+// (and its JSON Schema) lives in schema.ts; load.ts turns one into the other.
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export type TlsMode = 'none' | 'opportunistic' | 'required';
+export type ProxyProtocolVersion = 'off' | 'v1' | 'v2';
+export type XclientMode = 'auto' | 'off';
+export type BareNewlines = 'normalize' | 'reject';
+export type BalancingPolicyName =
+  | 'least-connections'
+  | 'weighted-least-connections'
+  | 'weighted-round-robin'
+  | 'power-of-two-choices';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+export interface ListenerTls {
+  /** PEM file paths. */
+  cert: string;
+  key: string;
+  /** TLS from the first byte (port 465) instead of STARTTLS. */
+  implicit: boolean;
+}
+
+export interface ListenerTimeouts {
+  /** No bytes from the client for this long ends the session (RFC 5321 4.5.3.2.7: 5 min). */
+  idle: number;
+}
+
+export interface ListenerConfig {
+  name: string;
+  listen: HostPort;
+  /** Greeting and EHLO name. */
+  hostname: string;
+  /** Pool used when no route matches. */
+  pool: string;
+  maxMessageSize: number;
+  /** RFC 5321 4.5.3.1.8: at least 100. */
+  maxRecipients: number;
+  bareNewlines: BareNewlines;
+  /** CIDRs whose connections must start with a PROXY header; absent: PROXY not accepted. */
+  proxyProtocol?: { trusted: string[] };
+  tls?: ListenerTls;
+  timeouts: ListenerTimeouts;
+  /** Maximum concurrent client sessions on this listener (per node). */
+  maxSessions: number;
+}
+
+export interface BackendTimeouts {
+  connect: number;
+  /** Wait for the 220 greeting. */
+  greeting: number;
+  /** EHLO, XCLIENT, STARTTLS, MAIL, RCPT, RSET, QUIT replies. */
+  command: number;
+  /** Reply to DATA (354). */
+  dataStart: number;
+  /** Reply after the final dot (RFC 5321 4.5.3.2.6: 10 min). */
+  dataDone: number;
+}
+
+export interface BackendTlsSettings {
+  mode: TlsMode;
+  /** Verify the backend's certificate chain and name (default true). */
+  verify: boolean;
+  /** PEM file of extra CAs to trust. */
+  ca?: string;
+  /** SNI / name to check; defaults to the backend host. */
+  servername?: string;
+}
+
+/** One backend as listed in a static pool; discovery produces the same fields. */
+export interface StaticBackend {
+  address: HostPort;
+  weight: number;
+  maxConnections: number;
+  xclient?: XclientMode;
+  proxyProtocol?: ProxyProtocolVersion;
+  tls?: TlsMode;
+}
+
+export interface ConsulPoolSource {
+  service: string;
+  tag?: string;
+  datacenter?: string;
+}
+
+export interface PoolConfig {
+  name: string;
+  /** Exactly one of static and consul is set. */
+  static?: StaticBackend[];
+  consul?: ConsulPoolSource;
+  xclient: XclientMode;
+  proxyProtocol: ProxyProtocolVersion;
+  tls: BackendTlsSettings;
+  timeouts: BackendTimeouts;
+  /** Further backends tried when connect, greeting or EHLO fails at one (bounded retries). */
+  connectRetries: number;
+  /** Name we give in EHLO to the backend; defaults to the listener's hostname. */
+  heloName?: string;
+}
+
+export interface RouteConfig {
+  /** Exact domain or `*.example.com` (any subdomain). */
+  recipientDomain?: string;
+  senderDomain?: string;
+  listener?: string;
+  pool: string;
+}
+
+export interface BalancingConfig {
+  policy: BalancingPolicyName;
+  defaultMaxConnections: number;
+}
+
+export interface AdmissionConfig {
+  /** Wait for a free slot this long, then 451 4.3.2. */
+  queueTimeout: number;
+  /** Waiting sessions per node beyond which the answer is immediate. */
+  maxWaiting: number;
+}
+
+export interface LedgerConfig {
+  /** Absent: in-memory ledger (one node). */
+  redis?: string;
+  leaseTtl: number;
+  onRedisDown: 'local-share' | 'reject';
+  /** Key prefix (all keys also carry one hash tag). */
+  keyPrefix: string;
+}
+
+export interface ConsulConfig {
+  address: string;
+  token?: string;
+  datacenter?: string;
+  /** PEM CA file for an HTTPS agent. */
+  ca?: string;
+}
+
+export interface AdminConfig {
+  listen: HostPort;
+  /** Bearer token required for /status when set. */
+  token?: string;
+}
+
+export interface SmtpLbConfig {
+  node: { id: string };
+  listeners: ListenerConfig[];
+  pools: Record<string, PoolConfig>;
+  routes: RouteConfig[];
+  balancing: BalancingConfig;
+  admission: AdmissionConfig;
+  ledger: LedgerConfig;
+  consul?: ConsulConfig;
+  admin: AdminConfig;
+  log: { level: LogLevel };
+  /** SIGTERM: finish transactions within this, then exit. */
+  drainTimeout: number;
+}

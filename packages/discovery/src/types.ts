@@ -1,0 +1,26 @@
+// A pool's backend set as discovery sees it. Static pools and Consul pools produce the same shape;
+// the proxy only ever reads `current()` and listens for changes.
+import type { ProxyProtocolVersion, TlsMode, XclientMode } from '@smtp-lb/config';
+
+export interface DiscoveredBackend {
+  /** `host:port`, stable across updates. */
+  id: string;
+  host: string;
+  port: number;
+  weight: number;
+  maxConnections: number;
+  /** Per-backend overrides of the pool's options. */
+  xclient?: XclientMode;
+  proxyProtocol?: ProxyProtocolVersion;
+  tls?: TlsMode;
+}
+
+export interface BackendSource {
+  readonly pool: string;
+  /** The backends that may take new sessions now. */
+  current(): readonly DiscoveredBackend[];
+  /** True once a first set is known (static: at once; Consul: after the first answer). */
+  readonly ready: boolean;
+  onChange(listener: (backends: readonly DiscoveredBackend[]) => void): () => void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,80 @@
+// The contract of our SMTP client for backends. The proxy drives one UpstreamConnection per client
+// session; every failure is an UpstreamError that says where it happened and what the backend said.
+import type { Readable } from 'node:stream';
+
+export type TlsMode = 'none' | 'opportunistic' | 'required';
+export type ProxyHeaderVersion = 'off' | 'v1' | 'v2';
+
+/** One SMTP reply as the backend sent it. */
+export interface Reply {
+  code: number;
+  /** RFC 3463 enhanced status code of the first line, when the backend gave one (e.g. `5.1.1`). */
+  enhanced?: string;
+  /** Text of each line after `NNN-`/`NNN `, enhanced code included, exactly as received. */
+  lines: string[];
+}
+
+export interface UpstreamTimeouts {
+  connect: number;
+  greeting: number;
+  command: number;
+  dataStart: number;
+  dataDone: number;
+}
+
+export interface UpstreamOptions {
+  host: string;
+  port: number;
+  /** Name we send in EHLO/HELO. */
+  heloName: string;
+  tls: { mode: TlsMode; verify: boolean; ca?: string | Buffer; servername?: string };
+  /** auto: send XCLIENT when the backend offers it; off: never. */
+  xclient: 'auto' | 'off';
+  proxyProtocol: ProxyHeaderVersion;
+  timeouts: UpstreamTimeouts;
+}
+
+/** Who the real client is: goes to the backend by XCLIENT or a PROXY header. */
+export interface ClientIdentity {
+  address: string;
+  port: number;
+  /** Address and port the client connected to (our listener). */
+  localAddress: string;
+  localPort: number;
+  helo?: string;
+  /** Reverse DNS name; `[UNAVAILABLE]` when not looked up. */
+  name?: string;
+  login?: string;
+  /** SMTP or ESMTP. */
+  proto?: 'SMTP' | 'ESMTP';
+}
+
+export interface MailCommand {
+  address: string;
+  /** Parameters as given by the client, e.g. { SIZE: '1234', BODY: '8BITMIME', SMTPUTF8: true }. */
+  params: Record<string, string | true>;
+}
+
+export type UpstreamErrorCode =
+  | 'ECONNECT' // TCP connect failed or timed out
+  | 'EGREETING' // no 220, or a bad greeting
+  | 'EEHLO' // EHLO and HELO both refused
+  | 'ETLS' // STARTTLS refused or handshake failed (and tls required)
+  | 'EXCLIENT' // XCLIENT refused (not authorised): fail closed
+  | 'ETIMEOUT' // a reply did not come within its phase's timeout
+  | 'ECLOSED' // the backend closed or reset the connection
+  | 'EPROTOCOL' // a reply that makes no sense at that point (no code, 354 to RCPT, 250 to DATA)
+  | 'EABORTED'; // we aborted (e.g. message too big, bare newline rejected)
+
+export type Stage =
+  | 'connect'
+  | 'greeting'
+  | 'ehlo'
+  | 'starttls'
+  | 'xclient'
+  | 'mail'
+  | 'rcpt'
+  | 'data'
+  | 'dataDone'
+  | 'rset'
+  | 'quit';
