@@ -1,0 +1,165 @@
+// Binds a client session to a backend of a pool: pick with the pool's policy among backends below
+// their cap, take a slot in the ledger, connect. A backend that fails before the client has seen
+// anything of it (connect, greeting, EHLO, TLS, XCLIENT) is penalised and another one is tried, up to
+// the pool's connectRetries (HAProxy's redispatch). When every backend is at its cap the session waits
+// in the node's FIFO for a release, up to admission.queueTimeout.
+import type { AdmissionConfig } from '@smtp-lb/config';
+import type { Candidate } from '@smtp-lb/balancer';
+import type { DiscoveredBackend } from '@smtp-lb/discovery';
+import type { Lease, Ledger } from '@smtp-lb/ledger';
+import {
+  type ClientIdentity,
+  connectUpstream,
+  type Reply,
+  type UpstreamConnection,
+  type UpstreamError,
+  type UpstreamOptions,
+} from '@smtp-lb/upstream';
+import type { Logger } from 'pino';
+import type { Metrics } from './metrics.js';
+import type { PoolRuntime } from './pool-runtime.js';
+import { replies } from './replies.js';
+import type { SlotWaiters } from './slot-waiters.js';
+
+export interface BoundBackend {
+  readonly pool: string;
+  readonly backend: DiscoveredBackend;
+  readonly conn: UpstreamConnection;
+}
+
+export type BindResult = { ok: true; bound: BoundBackend } | { ok: false; reply: Reply };
+
+// A release may be published while our Redis subscriber is reconnecting; a waiter looks again at
+// this interval so a missed wake-up costs at most this long, not the whole queueTimeout.
+const RECHECK_MS = 1000;
+
+export interface BinderDeps {
+  ledger: Ledger;
+  waiters: SlotWaiters;
+  admission: () => AdmissionConfig;
+  metrics: Metrics;
+}
+
+export class Binder {
+  readonly #d: BinderDeps;
+
+  constructor(deps: BinderDeps) {
+    this.#d = deps;
+  }
+
+  async bind(
+    pool: PoolRuntime,
+    identity: ClientIdentity,
+    heloName: string,
+    log: Logger,
+    signal: AbortSignal,
+  ): Promise<BindResult> {
+    const { ledger, waiters, metrics } = this.#d;
+    const admission = this.#d.admission();
+    const deadline = Date.now() + admission.queueTimeout;
+    const tried = new Set<string>();
+    let attempts = 0;
+    let waitedSince: number | undefined;
+
+    while (!signal.aborted) {
+      const open = pool.source.current().filter((b) => !tried.has(b.id));
+      if (open.length === 0 || attempts > pool.config.connectRetries) {
+        return { ok: false, reply: replies.noBackend() };
+      }
+      const free = open.filter((b) => ledger.count(b.id) < b.maxConnections);
+      const lease = free.length > 0 ? await this.#acquire(pool, free) : undefined;
+      if (!lease) {
+        // Every open backend is at its cap: wait for a release, bounded in time and in count.
+        const left = deadline - Date.now();
+        if (left <= 0 || waiters.size >= admission.maxWaiting) {
+          metrics.admissionRejections.inc({ pool: pool.name, reason: left <= 0 ? 'timeout' : 'queue-full' });
+          log.info({ pool: pool.name, waiting: waiters.size }, 'no free backend slot');
+          return { ok: false, reply: replies.noSlot() };
+        }
+        waitedSince ??= Date.now();
+        const ids = new Set(open.map((b) => b.id));
+        const how = await waiters.wait(ids, Math.min(left, RECHECK_MS), signal);
+        if (how === 'aborted') break;
+        continue;
+      }
+      if (waitedSince !== undefined) {
+        metrics.admissionWait.observe({ pool: pool.name }, (Date.now() - waitedSince) / 1000);
+        waitedSince = undefined;
+      }
+      const backend = open.find((b) => b.id === lease.backendId)!;
+      attempts++;
+      const started = process.hrtime.bigint();
+      try {
+        const conn = await connectUpstream(this.#options(pool, backend, heloName), identity, signal);
+        metrics.backendConnect.observe({ backend: backend.id }, Number(process.hrtime.bigint() - started) / 1e9);
+        pool.health.reward(backend.id);
+        // The slot is held exactly as long as the backend connection exists.
+        const free = () => {
+          lease.release();
+          waiters.release(backend.id);
+        };
+        if (conn.closed) {
+          free();
+          tried.add(backend.id);
+          continue;
+        }
+        conn.once('close', free);
+        return { ok: true, bound: { pool: pool.name, backend, conn } };
+      } catch (err) {
+        lease.release();
+        waiters.release(backend.id);
+        tried.add(backend.id);
+        pool.health.penalize(backend.id);
+        const e = err as UpstreamError;
+        metrics.backendReplies.inc({
+          backend: backend.id,
+          command: e.stage ?? 'connect',
+          code: String(e.reply?.code ?? e.code ?? 'error'),
+        });
+        log.warn(
+          { backend: backend.id, err: { code: e.code, stage: e.stage, message: e.message } },
+          'backend failed before the session reached it; trying another',
+        );
+      }
+    }
+    return { ok: false, reply: replies.noBackend() };
+  }
+
+  /** Picks among `free` and takes a slot; a backend found full on the way is dropped from the round. */
+  async #acquire(pool: PoolRuntime, free: DiscoveredBackend[]): Promise<Lease | undefined> {
+    const { ledger } = this.#d;
+    let left = free;
+    while (left.length > 0) {
+      const candidates: Candidate[] = left.map((b) => ({
+        id: b.id,
+        weight: pool.health.effectiveWeight(b.id, b.weight),
+        count: ledger.count(b.id),
+      }));
+      const pick = pool.policy.pick(candidates);
+      if (!pick) return undefined;
+      const backend = left.find((b) => b.id === pick.id)!;
+      const lease = await ledger.tryAcquire(backend.id, backend.maxConnections);
+      if (lease) return lease;
+      left = left.filter((b) => b !== backend);
+    }
+    return undefined;
+  }
+
+  #options(pool: PoolRuntime, b: DiscoveredBackend, heloName: string): UpstreamOptions {
+    const c = pool.config;
+    return {
+      host: b.host,
+      port: b.port,
+      heloName: c.heloName ?? heloName,
+      tls: {
+        mode: b.tls ?? c.tls.mode,
+        verify: c.tls.verify,
+        ca: pool.caPem,
+        servername: c.tls.servername,
+      },
+      xclient: b.xclient ?? c.xclient,
+      proxyProtocol: b.proxyProtocol ?? c.proxyProtocol,
+      timeouts: c.timeouts,
+    };
+  }
+}

@@ -1,0 +1,101 @@
+// The metric catalogue of DESIGN.md (prefix smtp_lb_), on a registry of its own so two nodes in one
+// process (tests) do not collide. Gauges that mirror other state are filled on scrape (collect).
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly sessionsActive = new Gauge({
+    name: 'smtp_lb_sessions_active',
+    help: 'Client sessions open on this node',
+    registers: [this.registry],
+  });
+  readonly sessionsTotal = new Counter({
+    name: 'smtp_lb_sessions_total',
+    help: 'Client sessions ended, by listener and outcome',
+    labelNames: ['listener', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly transactionsTotal = new Counter({
+    name: 'smtp_lb_transactions_total',
+    help: 'Mail transactions that reached the end of DATA, by pool, backend and result',
+    labelNames: ['pool', 'backend', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly backendReplies = new Counter({
+    name: 'smtp_lb_backend_replies_total',
+    help: 'Replies (or failures) from backends, by command and code',
+    labelNames: ['backend', 'command', 'code'] as const,
+    registers: [this.registry],
+  });
+  readonly backendConnections = new Gauge({
+    name: 'smtp_lb_backend_connections',
+    help: 'Connections to a backend held by this node (scope=node) or the whole cluster (scope=cluster)',
+    labelNames: ['backend', 'scope'] as const,
+    registers: [this.registry],
+  });
+  readonly backendMaxConnections = new Gauge({
+    name: 'smtp_lb_backend_max_connections',
+    help: 'Cluster-wide connection cap of a backend',
+    labelNames: ['backend'] as const,
+    registers: [this.registry],
+  });
+  readonly admissionWait = new Histogram({
+    name: 'smtp_lb_admission_wait_seconds',
+    help: 'Time sessions waited for a free backend slot',
+    labelNames: ['pool'] as const,
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly admissionRejections = new Counter({
+    name: 'smtp_lb_admission_rejections_total',
+    help: 'Sessions refused a backend slot, by reason',
+    labelNames: ['pool', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly backendConnect = new Histogram({
+    name: 'smtp_lb_backend_connect_seconds',
+    help: 'Time to a usable backend connection (connect, greeting, EHLO, TLS, XCLIENT)',
+    labelNames: ['backend'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    registers: [this.registry],
+  });
+  readonly transactionDuration = new Histogram({
+    name: 'smtp_lb_transaction_duration_seconds',
+    help: 'DATA phase duration, from DATA to the final reply',
+    labelNames: ['pool'] as const,
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+    registers: [this.registry],
+  });
+  readonly ledgerDegraded = new Gauge({
+    name: 'smtp_lb_ledger_degraded',
+    help: '1 while the shared ledger (Redis) is unreachable and this node keeps to a local share',
+    registers: [this.registry],
+  });
+  readonly ledgerErrors = new Counter({
+    name: 'smtp_lb_ledger_errors_total',
+    help: 'Errors talking to the ledger',
+    registers: [this.registry],
+  });
+  readonly discoveryBackends = new Gauge({
+    name: 'smtp_lb_discovery_backends',
+    help: 'Backends known per pool and state',
+    labelNames: ['pool', 'state'] as const,
+    registers: [this.registry],
+  });
+  readonly discoveryUpdates = new Counter({
+    name: 'smtp_lb_discovery_updates_total',
+    help: 'Backend set changes seen per pool',
+    labelNames: ['pool'] as const,
+    registers: [this.registry],
+  });
+  readonly tarpitSessionsActive = new Gauge({
+    name: 'smtp_lb_tarpit_sessions_active',
+    help: 'Sessions being slowed down (tarpitted) on this node',
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'smtp_lb_process_' });
+  }
+}

@@ -1,0 +1,31 @@
+// The replies smtp-lb makes itself (DESIGN.md "Replies the proxy makes itself"). Everything else a
+// client sees after MAIL is the backend's reply, relayed verbatim.
+import type { Reply } from '@smtp-lb/upstream';
+
+function reply(code: number, enhanced: string, text: string): Reply {
+  return { code, enhanced, lines: [`${enhanced} ${text}`] };
+}
+
+export const replies = {
+  draining: () => reply(421, '4.3.2', 'Service shutting down, try again later'),
+  noSlot: () => reply(451, '4.3.2', 'All backends are busy, try again later'),
+  noBackend: () => reply(451, '4.4.1', 'No backend reachable, try again later'),
+  backendLost: () => reply(451, '4.4.2', 'Connection to the backend lost, try again later'),
+  otherRoute: () => reply(452, '4.5.3', 'Recipient belongs to another route, send it in a new transaction'),
+  tooManyRecipients: () => reply(452, '4.5.3', 'Too many recipients, send the rest in a new transaction'),
+  tooBig: (max: number) => reply(552, '5.3.4', `Message exceeds the maximum size of ${max} bytes`),
+  bareNewline: () =>
+    reply(550, '5.6.0', 'Message contains a bare CR or LF, only CRLF line endings are allowed (RFC 5321 2.3.8)'),
+  utf8NotAllowed: () =>
+    reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter on MAIL FROM (RFC 6531)'),
+  utf8Unsupported: () => reply(553, '5.6.7', 'The backend does not support SMTPUTF8 for this address'),
+  xclientForbidden: () => reply(550, '5.7.0', 'XCLIENT is not allowed'),
+};
+
+export function isPositive(r: Reply): boolean {
+  return r.code >= 200 && r.code < 300;
+}
+
+export function formatReply(r: Reply): string {
+  return `${r.code} ${r.lines.join(' / ')}`;
+}

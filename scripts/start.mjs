@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+// The demo behind `npm start`: two small demo backends (smtp-server, writing each message to
+// demo-mail/), one smtp-lb node in front of them, and one message sent through it on start.
+import { spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { createRequire } from 'node:module';
+
+const root = resolve(import.meta.dirname, '..');
+const require = createRequire(join(root, 'packages/proxy/package.json'));
+const { SMTPServer } = await import(require.resolve('smtp-server').replace('/cjs/', '/esm/'));
+const nodemailer = (await import(require.resolve('nodemailer'))).default;
+
+const listen = process.env.SMTP_LB_LISTEN ?? '127.0.0.1:2525';
+const [host, port] = [listen.slice(0, listen.lastIndexOf(':')), Number(listen.slice(listen.lastIndexOf(':') + 1))];
+const mailDir = join(root, 'demo-mail');
+let queued = 0;
+
+function demoBackend(port) {
+  const server = new SMTPServer({
+    name: `backend-${port}.example.test`,
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    useXClient: true,
+    logger: false,
+    onData(stream, session, cb) {
+      const chunks = [];
+      stream.on('data', (c) => chunks.push(c));
+      stream.on('end', () => {
+        const id = `${port}-${++queued}`;
+        mkdirSync(join(mailDir, String(port)), { recursive: true });
+        const file = join(mailDir, String(port), `${id}.eml`);
+        writeFileSync(file, Buffer.concat(chunks));
+        const client = session.xClient?.get('ADDR') ?? session.remoteAddress;
+        console.log(
+          `[demo backend :${port}] message from ${session.envelope.mailFrom.address} for ` +
+            `${session.envelope.rcptTo.map((r) => r.address).join(', ')} (client ${client}) saved to ${file}`,
+        );
+        cb(null, `Ok: queued as ${id}`);
+      });
+    },
+  });
+  return new Promise((res) => server.listen(port, '127.0.0.1', () => res(server)));
+}
+
+await demoBackend(2526);
+await demoBackend(2527);
+const node = spawn(process.execPath, [join(root, 'packages/proxy/dist/src/cli.js'), '--config', join(root, 'examples/smtp-lb.yaml')], {
+  stdio: ['ignore', 'inherit', 'inherit'],
+  env: { ...process.env, SMTP_LB_LISTEN: listen },
+});
+node.on('exit', (code) => {
+  console.log(`smtp-lb exited with ${code}`);
+  process.exit(code ?? 1);
+});
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => node.kill('SIGTERM'));
+
+// Wait for the listener, then send one message through it.
+const transport = nodemailer.createTransport({ host, port, secure: false, ignoreTLS: true });
+for (let i = 0; ; i++) {
+  try {
+    const info = await transport.sendMail({
+      from: 'newcomer@example.org',
+      to: 'postmaster@example.test',
+      subject: 'Hello through smtp-lb',
+      text: 'This message went through smtp-lb to a demo backend.\n',
+    });
+    console.log(`\n[demo] sent one message through smtp-lb on ${listen}: ${info.response}`);
+    break;
+  } catch (err) {
+    if (i > 50) throw err;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+console.log(`
+smtp-lb is running on ${listen} in front of demo backends on 127.0.0.1:2526 and :2527.
+Send a message yourself:
+  swaks --server ${listen} --from you@example.org --to postmaster@example.test
+Messages land in ${mailDir}/. Ctrl-C stops everything.
+`);

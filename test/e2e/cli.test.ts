@@ -1,0 +1,132 @@
+// The `smtp-lb` command as an operator runs it: check-config answers with every error by path and
+// exit 1; a node started from a file relays mail; a 50 MB message streams with flat memory.
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { freePort, startCaptureBackend } from '@smtp-lb/testkit';
+import { simpleConfig } from '../helpers/node.js';
+import { SmtpDialog } from '../helpers/smtp-dialog.js';
+
+const CLI = resolve(import.meta.dirname, '../../../packages/proxy/dist/src/cli.js');
+const dir = mkdtempSync(join(tmpdir(), 'smtp-lb-cli-'));
+const cleanup: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+function file(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+describe('smtp-lb check-config', () => {
+  test('a good file exits 0', () => {
+    const r = spawnSync(process.execPath, [CLI, 'check-config', resolve(import.meta.dirname, '../../../examples/smtp-lb.yaml')], {
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+  });
+
+  test('a bad file prints every error with its path and exits 1', () => {
+    const bad = file(
+      'bad.yaml',
+      `listeners:
+  - name: in
+    listen: 127.0.0.1:2525
+    pool: nowhere
+    bareNewlines: sometimes
+pools:
+  default:
+    static:
+      - { address: 10.1.0.5:25 }
+      - { address: not-an-address }
+    colour: blue
+admission: { queueTimeout: soon }
+`,
+    );
+    const r = spawnSync(process.execPath, [CLI, 'check-config', bad], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    const out = r.stdout + r.stderr;
+    for (const path of [
+      'pools.default.static[1].address',
+      'pools.default.colour',
+      'listeners[0].pool',
+      'listeners[0].bareNewlines',
+      'admission.queueTimeout',
+    ]) {
+      assert.ok(out.includes(path), `${path} in:\n${out}`);
+    }
+  });
+
+  test('running a node on a bad file exits 1 with the errors', () => {
+    const bad = file('bad2.yaml', 'listeners: []\npools: {}\nfoo: 1\n');
+    const r = spawnSync(process.execPath, [CLI, '--config', bad], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 1);
+    assert.match(r.stdout + r.stderr, /foo/);
+  });
+});
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0);
+}
+
+describe('a node run from the command line', { timeout: 180_000 }, () => {
+  test('streams a 50 MB message with flat memory, byte for byte', async () => {
+    const backend = await startCaptureBackend({ capabilities: ['PIPELINING', '8BITMIME', 'SIZE 209715200'] });
+    cleanup.push(() => backend.close());
+    const port = await freePort();
+    const cfg = file(
+      'node.yaml',
+      simpleConfig([backend.address])
+        .replace('127.0.0.1:0', `127.0.0.1:${port}`)
+        .replace('log: { level: debug }', 'log: { level: warn }')
+        .replace('    pool: default', '    pool: default\n    maxMessageSize: 100MB'),
+    );
+    const child = spawn(process.execPath, [CLI, '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    cleanup.push(() => {
+      child.kill('SIGKILL');
+    });
+    let c: SmtpDialog | undefined;
+    for (let i = 0; i < 100 && !c; i++) {
+      c = await SmtpDialog.open(port).catch(() => undefined);
+      if (!c) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(c, `node did not start: ${stderr}`);
+    await c.read();
+    await c.cmd('EHLO big.test');
+    await c.cmd('MAIL FROM:<big@example.org>');
+    assert.equal((await c.cmd('RCPT TO:<b@example.test>')).code, 250);
+    assert.equal((await c.cmd('DATA')).code, 354);
+    const baseline = rssKiB(child.pid!);
+    let peak = baseline;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, rssKiB(child.pid!));
+    }, 50);
+    const line = `${'0123456789abcdef'.repeat(6)}\r\n`; // 98 bytes
+    const chunk = Buffer.from(line.repeat(10_000)); // ~1 MB
+    const chunks = Math.ceil((50 * 1024 * 1024) / chunk.length);
+    for (let i = 0; i < chunks; i++) {
+      c.write(chunk);
+      // Pace the writer a little so the test process does not buffer the whole message itself.
+      if (i % 4 === 3) await new Promise((r) => setTimeout(r, 5));
+    }
+    const reply = await c.cmd('.', 120_000);
+    clearInterval(sampler);
+    assert.equal(reply.code, 250, reply.raw);
+    const [msg] = await backend.waitForMessages(1, 30_000);
+    assert.equal(msg!.data.length, chunk.length * chunks);
+    assert.ok(msg!.data.subarray(0, chunk.length).equals(chunk));
+    const growthMiB = (peak - baseline) / 1024;
+    assert.ok(growthMiB < 40, `node RSS grew by ${growthMiB.toFixed(1)} MiB for a 50 MB message`);
+    c.close();
+  });
+});

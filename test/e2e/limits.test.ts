@@ -1,0 +1,77 @@
+// Limits the node enforces itself: message size while streaming (552 5.3.4, the backend never gets
+// the final dot) and per-backend caps (451 4.3.2 when every backend is full; a release wakes a waiter).
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { startCaptureBackend } from '@smtp-lb/testkit';
+import { simpleConfig, startNode } from '../helpers/node.js';
+import { SmtpDialog } from '../helpers/smtp-dialog.js';
+
+const cleanup: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+async function openTransaction(port: number): Promise<SmtpDialog> {
+  const c = await SmtpDialog.open(port);
+  await c.read();
+  await c.cmd('EHLO x.test');
+  await c.cmd('MAIL FROM:<a@example.org>');
+  return c;
+}
+
+describe('limits', { timeout: 120_000 }, () => {
+  test('a message over maxMessageSize gets 552 5.3.4 and never completes at the backend', async () => {
+    const backend = await startCaptureBackend();
+    const lb = await startNode(simpleConfig([backend.address], { extraListener: '    maxMessageSize: 100KB' }));
+    cleanup.push(
+      () => lb.stop(),
+      () => backend.close(),
+    );
+    const c = await openTransaction(lb.port);
+    assert.equal((await c.cmd('RCPT TO:<b@example.test>')).code, 250);
+    assert.equal((await c.cmd('DATA')).code, 354);
+    c.write(`Subject: big\r\n\r\n${'y'.repeat(76)}\r\n`.repeat(3000));
+    const r = await c.cmd('.');
+    assert.equal(r.code, 552, r.raw);
+    assert.match(r.raw, /^552 5\.3\.4 /);
+    assert.equal(backend.messages.length, 0);
+    // The session goes on with a new transaction (and a new backend connection).
+    assert.equal((await c.cmd('MAIL FROM:<a@example.org>')).code, 250);
+    assert.equal((await c.cmd('RCPT TO:<b@example.test>')).code, 250);
+    assert.equal((await c.cmd('DATA')).code, 354);
+    assert.equal((await c.cmd('Subject: small\r\n\r\nok\r\n.')).code, 250);
+    assert.equal(backend.messages.length, 1);
+    c.close();
+  });
+
+  test('every backend at its cap: 451 4.3.2 after queueTimeout, and a release wakes a waiter', async () => {
+    const backend = await startCaptureBackend();
+    const lb = await startNode(
+      simpleConfig([{ address: backend.address, maxConnections: 1 }], {
+        extraTop: 'admission: { queueTimeout: 700ms }',
+      }),
+    );
+    cleanup.push(
+      () => lb.stop(),
+      () => backend.close(),
+    );
+    const holder = await openTransaction(lb.port);
+    assert.equal((await holder.cmd('RCPT TO:<b@example.test>')).code, 250);
+
+    const late = await openTransaction(lb.port);
+    const started = Date.now();
+    const r = await late.cmd('RCPT TO:<c@example.test>');
+    assert.equal(r.code, 451, r.raw);
+    assert.match(r.raw, /^451 4\.3\.2 /);
+    assert.ok(Date.now() - started >= 600, 'it waited for a slot first');
+
+    // A waiter is woken by the release when the holder quits.
+    const waiter = late.cmd('RCPT TO:<d@example.test>');
+    await new Promise((res) => setTimeout(res, 150));
+    assert.equal((await holder.cmd('QUIT')).code, 221);
+    assert.equal((await waiter).code, 250);
+    assert.equal(backend.maxConcurrent, 1, 'the backend never saw more connections than its cap');
+    holder.close();
+    late.close();
+  });
+});
