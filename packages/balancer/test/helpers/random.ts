@@ -1,0 +1,13 @@
+// Seeded PRNG for reproducible tests and simulations (mulberry32, public domain by Tommy Ettinger).
+import type { RandomSource } from '../../src/types.js';
+
+export function mulberry32(seed: number): RandomSource {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
