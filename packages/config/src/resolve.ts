@@ -1,0 +1,373 @@
+// Raw file → SmtpLbConfig: fills defaults, converts units, splits addresses and checks what the
+// schema cannot (references between sections, conflicts, ranges). It reads the raw value
+// defensively, so it still finds its own errors in a file that also has schema errors.
+import { hostname as osHostname } from 'node:os';
+import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
+import { DEFAULTS, MIN_LEASE_TTL } from './defaults.js';
+import type { Issues, PathSegment } from './errors.js';
+import type {
+  BackendTimeouts,
+  BackendTlsSettings,
+  BalancingConfig,
+  ConsulConfig,
+  HostPort,
+  LedgerConfig,
+  ListenerConfig,
+  PoolConfig,
+  RouteConfig,
+  SmtpLbConfig,
+  StaticBackend,
+  TlsMode,
+} from './model.js';
+import { type Parsed, parseCidr, parseDuration, parseHostPort, parseSize, parseUrl } from './units.js';
+import { isPlainObject } from './validate.js';
+
+export interface ResolveOptions {
+  /** The config file's path: relative file paths in it are taken from its folder. */
+  source?: string;
+  /** For the defaults of `node.id` and `listeners[].hostname` (tests pin them). */
+  hostname?: string;
+  pid?: number;
+}
+
+type Obj = Record<string, unknown>;
+
+const obj = (v: unknown): Obj => (isPlainObject(v) ? v : {});
+const list = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+const optional = <K extends string, V>(key: K, v: V | undefined): { [P in K]?: V } =>
+  (v === undefined ? {} : { [key]: v }) as { [P in K]?: V };
+
+const WILDCARDS = new Set(['0.0.0.0', '::']);
+
+export function resolveConfig(raw: unknown, issues: Issues, options: ResolveOptions = {}): SmtpLbConfig {
+  return new Resolver(issues, options).config(obj(raw));
+}
+
+class Resolver {
+  private readonly host: string;
+
+  constructor(
+    private readonly issues: Issues,
+    private readonly options: ResolveOptions,
+  ) {
+    this.host = options.hostname ?? osHostname();
+  }
+
+  config(raw: Obj): SmtpLbConfig {
+    const balancing = this.balancing(obj(raw.balancing));
+    const consulRaw = obj(raw.consul);
+    const poolsRaw = obj(raw.pools);
+    const pools: Record<string, PoolConfig> = {};
+    for (const [name, pool] of Object.entries(poolsRaw)) {
+      pools[name] = this.pool(['pools', name], name, obj(pool), balancing, str(consulRaw.datacenter));
+    }
+    const poolNames = isPlainObject(raw.pools) ? Object.keys(poolsRaw) : undefined;
+    const listeners = list(raw.listeners).map((l, i) => this.listener(['listeners', i], obj(l), poolNames));
+    this.checkListenerConflicts(listeners);
+    const admin = {
+      listen: this.address(['admin', 'listen'], obj(raw.admin).listen ?? DEFAULTS.admin.listen, true),
+      ...optional('token', str(obj(raw.admin).token)),
+    };
+    this.checkAdminConflict(admin.listen, listeners);
+    const usesConsul = Object.values(pools).some((p) => p.consul !== undefined);
+    return {
+      node: { id: str(obj(raw.node).id) ?? `${this.host}-${this.options.pid ?? process.pid}` },
+      listeners,
+      pools,
+      routes: list(raw.routes).map((r, i) =>
+        this.route(['routes', i], obj(r), poolNames, Array.isArray(raw.listeners) ? listeners : undefined),
+      ),
+      balancing,
+      admission: {
+        queueTimeout: this.duration(
+          ['admission', 'queueTimeout'],
+          obj(raw.admission).queueTimeout,
+          DEFAULTS.admission.queueTimeout,
+        ),
+        maxWaiting: num(obj(raw.admission).maxWaiting, DEFAULTS.admission.maxWaiting),
+      },
+      ledger: this.ledger(obj(raw.ledger)),
+      ...optional('consul', raw.consul !== undefined || usesConsul ? this.consul(consulRaw) : undefined),
+      admin,
+      log: { level: (str(obj(raw.log).level) ?? DEFAULTS.log.level) as SmtpLbConfig['log']['level'] },
+      drainTimeout: this.duration(['drainTimeout'], raw.drainTimeout, DEFAULTS.drainTimeout),
+    };
+  }
+
+  private listener(at: PathSegment[], raw: Obj, poolNames: string[] | undefined): ListenerConfig {
+    const tls = isPlainObject(raw.tls) ? raw.tls : undefined;
+    const proxy = isPlainObject(raw.proxyProtocol) ? raw.proxyProtocol : undefined;
+    return {
+      name: str(raw.name) ?? '',
+      listen: this.address([...at, 'listen'], raw.listen, true),
+      hostname: str(raw.hostname) ?? this.host,
+      pool: this.listenerPool([...at, 'pool'], raw.pool, poolNames),
+      maxMessageSize: this.size(
+        [...at, 'maxMessageSize'],
+        raw.maxMessageSize,
+        DEFAULTS.listener.maxMessageSize,
+      ),
+      maxRecipients: num(raw.maxRecipients, DEFAULTS.listener.maxRecipients),
+      bareNewlines: (str(raw.bareNewlines) ??
+        DEFAULTS.listener.bareNewlines) as ListenerConfig['bareNewlines'],
+      ...optional(
+        'proxyProtocol',
+        proxy && {
+          trusted: list(proxy.trusted).map((c, i) =>
+            this.parsed([...at, 'proxyProtocol', 'trusted', i], parseCidr(c), ''),
+          ),
+        },
+      ),
+      ...optional(
+        'tls',
+        tls && {
+          cert: this.file(tls.cert),
+          key: this.file(tls.key),
+          implicit: tls.implicit === true,
+        },
+      ),
+      timeouts: {
+        idle: this.duration(
+          [...at, 'timeouts', 'idle'],
+          obj(raw.timeouts).idle,
+          DEFAULTS.listener.idleTimeout,
+          '1s',
+        ),
+      },
+      maxSessions: num(raw.maxSessions, DEFAULTS.listener.maxSessions),
+    };
+  }
+
+  /** One pool needs no naming; with several, each listener says which one takes unrouted mail. */
+  private listenerPool(at: PathSegment[], value: unknown, poolNames: string[] | undefined): string {
+    if (value === undefined) {
+      if (poolNames?.length === 1) return poolNames[0]!;
+      if (poolNames) this.issues.add(at, 'EREQUIRED', 'required when there is more than one pool');
+      return '';
+    }
+    this.checkPoolRef(at, value, poolNames);
+    return str(value) ?? '';
+  }
+
+  private checkPoolRef(at: PathSegment[], value: unknown, poolNames: string[] | undefined): void {
+    if (typeof value === 'string' && poolNames && !poolNames.includes(value)) {
+      this.issues.add(at, 'EREF', `unknown pool "${value}" (defined: ${poolNames.join(', ') || 'none'})`);
+    }
+  }
+
+  private checkListenerConflicts(listeners: ListenerConfig[]): void {
+    listeners.forEach((l, i) => {
+      const before = listeners.slice(0, i);
+      const sameName = before.findIndex((o) => o.name === l.name && l.name !== '');
+      if (sameName >= 0) {
+        this.issues.add(
+          ['listeners', i, 'name'],
+          'ECONFLICT',
+          `duplicate listener name (also listeners[${sameName}])`,
+        );
+      }
+      const samePort = before.findIndex((o) => clash(o.listen, l.listen));
+      if (samePort >= 0) {
+        this.issues.add(
+          ['listeners', i, 'listen'],
+          'ECONFLICT',
+          `port ${l.listen.port} is already taken by listeners[${samePort}]`,
+        );
+      }
+    });
+  }
+
+  private checkAdminConflict(admin: HostPort, listeners: ListenerConfig[]): void {
+    const i = listeners.findIndex((l) => clash(l.listen, admin));
+    if (i >= 0) {
+      this.issues.add(
+        ['admin', 'listen'],
+        'ECONFLICT',
+        `port ${admin.port} is already taken by listeners[${i}]`,
+      );
+    }
+  }
+
+  private pool(
+    at: PathSegment[],
+    name: string,
+    raw: Obj,
+    balancing: BalancingConfig,
+    consulDatacenter: string | undefined,
+  ): PoolConfig {
+    const hasStatic = raw.static !== undefined;
+    const hasConsul = raw.consul !== undefined;
+    if (hasStatic && hasConsul) this.issues.add(at, 'ECONFLICT', 'set either static or consul, not both');
+    if (!hasStatic && !hasConsul) this.issues.add(at, 'EREQUIRED', 'needs static or consul');
+    const consul = obj(raw.consul);
+    return {
+      name,
+      ...optional(
+        'static',
+        hasStatic ? this.staticBackends([...at, 'static'], raw.static, balancing) : undefined,
+      ),
+      ...optional(
+        'consul',
+        hasConsul
+          ? {
+              service: str(consul.service) ?? '',
+              ...optional('tag', str(consul.tag)),
+              ...optional('datacenter', str(consul.datacenter) ?? consulDatacenter),
+            }
+          : undefined,
+      ),
+      xclient: (str(raw.xclient) ?? DEFAULTS.pool.xclient) as PoolConfig['xclient'],
+      proxyProtocol: (str(raw.proxyProtocol) ?? DEFAULTS.pool.proxyProtocol) as PoolConfig['proxyProtocol'],
+      tls: this.poolTls(raw.tls),
+      timeouts: this.backendTimeouts([...at, 'timeouts'], obj(raw.timeouts)),
+      connectRetries: num(raw.connectRetries, DEFAULTS.pool.connectRetries),
+      ...optional('heloName', str(raw.heloName)),
+    };
+  }
+
+  private staticBackends(at: PathSegment[], raw: unknown, balancing: BalancingConfig): StaticBackend[] {
+    const backends = list(raw).map((item, i): StaticBackend => {
+      const b = obj(item);
+      return {
+        address: this.address([...at, i, 'address'], b.address, false),
+        weight: num(b.weight, DEFAULTS.backend.weight),
+        maxConnections: num(b.maxConnections, balancing.defaultMaxConnections),
+        ...optional('xclient', str(b.xclient) as StaticBackend['xclient']),
+        ...optional('proxyProtocol', str(b.proxyProtocol) as StaticBackend['proxyProtocol']),
+        ...optional('tls', str(b.tls) as TlsMode | undefined),
+      };
+    });
+    backends.forEach((b, i) => {
+      const first = backends.findIndex(
+        (o) => o.address.host === b.address.host && o.address.port === b.address.port,
+      );
+      if (first < i && b.address.host !== '') {
+        this.issues.add([...at, i, 'address'], 'ECONFLICT', `duplicate backend (also static[${first}])`);
+      }
+    });
+    return backends;
+  }
+
+  private poolTls(raw: unknown): BackendTlsSettings {
+    if (!isPlainObject(raw)) {
+      return { mode: (str(raw) ?? DEFAULTS.pool.tlsMode) as TlsMode, verify: DEFAULTS.pool.tlsVerify };
+    }
+    return {
+      mode: (str(raw.mode) ?? DEFAULTS.pool.tlsMode) as TlsMode,
+      verify: typeof raw.verify === 'boolean' ? raw.verify : DEFAULTS.pool.tlsVerify,
+      ...optional('ca', raw.ca === undefined ? undefined : this.file(raw.ca)),
+      ...optional('servername', str(raw.servername)),
+    };
+  }
+
+  private backendTimeouts(at: PathSegment[], raw: Obj): BackendTimeouts {
+    const t = DEFAULTS.pool.timeouts;
+    return {
+      connect: this.duration([...at, 'connect'], raw.connect, t.connect, '1ms'),
+      greeting: this.duration([...at, 'greeting'], raw.greeting, t.greeting, '1ms'),
+      command: this.duration([...at, 'command'], raw.command, t.command, '1ms'),
+      dataStart: this.duration([...at, 'dataStart'], raw.dataStart, t.dataStart, '1ms'),
+      dataDone: this.duration([...at, 'dataDone'], raw.dataDone, t.dataDone, '1ms'),
+    };
+  }
+
+  private route(
+    at: PathSegment[],
+    raw: Obj,
+    poolNames: string[] | undefined,
+    listeners: ListenerConfig[] | undefined,
+  ): RouteConfig {
+    this.checkPoolRef([...at, 'pool'], raw.pool, poolNames);
+    const listener = str(raw.listener);
+    if (listener !== undefined && listeners && !listeners.some((l) => l.name === listener)) {
+      const names = [...new Set(listeners.map((l) => l.name))].join(', ');
+      this.issues.add([...at, 'listener'], 'EREF', `unknown listener "${listener}" (defined: ${names})`);
+    }
+    if (raw.recipientDomain === undefined && raw.senderDomain === undefined && raw.listener === undefined) {
+      this.issues.add(at, 'EREQUIRED', 'needs recipientDomain, senderDomain or listener');
+    }
+    return {
+      ...optional('recipientDomain', str(raw.recipientDomain)?.toLowerCase()),
+      ...optional('senderDomain', str(raw.senderDomain)?.toLowerCase()),
+      ...optional('listener', listener),
+      pool: str(raw.pool) ?? '',
+    };
+  }
+
+  private balancing(raw: Obj): BalancingConfig {
+    return {
+      policy: (str(raw.policy) ?? DEFAULTS.balancing.policy) as BalancingConfig['policy'],
+      defaultMaxConnections: num(raw.defaultMaxConnections, DEFAULTS.balancing.defaultMaxConnections),
+    };
+  }
+
+  private ledger(raw: Obj): LedgerConfig {
+    const keyPrefix = str(raw.keyPrefix) ?? DEFAULTS.ledger.keyPrefix;
+    // Each script's keys share one hash tag of our own; a brace in the prefix would change the slot.
+    if (/[{}]/.test(keyPrefix)) {
+      this.issues.add(['ledger', 'keyPrefix'], 'EVALUE', 'must not contain "{" or "}"');
+    }
+    return {
+      ...optional(
+        'redis',
+        raw.redis === undefined
+          ? undefined
+          : this.parsed(['ledger', 'redis'], parseUrl(raw.redis, ['redis:', 'rediss:']), ''),
+      ),
+      leaseTtl: this.duration(['ledger', 'leaseTtl'], raw.leaseTtl, DEFAULTS.ledger.leaseTtl, MIN_LEASE_TTL),
+      onRedisDown: (str(raw.onRedisDown) ?? DEFAULTS.ledger.onRedisDown) as LedgerConfig['onRedisDown'],
+      keyPrefix,
+    };
+  }
+
+  private consul(raw: Obj): ConsulConfig {
+    const address = raw.address ?? DEFAULTS.consul.address;
+    return {
+      address: this.parsed(['consul', 'address'], parseUrl(address, ['http:', 'https:']), ''),
+      ...optional('token', str(raw.token)),
+      ...optional('datacenter', str(raw.datacenter)),
+      ...optional('ca', raw.ca === undefined ? undefined : this.file(raw.ca)),
+    };
+  }
+
+  /** `min`, in the file's syntax, for values where 0 or a short time breaks the feature. */
+  private duration(at: PathSegment[], value: unknown, dflt: string, min?: string): number {
+    const ms = this.parsed(at, parseDuration(value ?? dflt), 0);
+    const floor = min === undefined ? undefined : parseDuration(min);
+    if (floor?.ok && ms < floor.value) this.issues.add(at, 'EVALUE', `must be at least ${min}`);
+    return ms;
+  }
+
+  private size(at: PathSegment[], value: unknown, dflt: string): number {
+    const bytes = this.parsed(at, parseSize(value ?? dflt), 0);
+    if (bytes < 1) this.issues.add(at, 'EVALUE', 'must be larger than 0');
+    return bytes;
+  }
+
+  private address(at: PathSegment[], value: unknown, allowPortZero: boolean): HostPort {
+    return this.parsed(at, parseHostPort(value, allowPortZero), { host: '', port: 0 });
+  }
+
+  private parsed<T>(at: PathSegment[], result: Parsed<T>, fallback: T): T {
+    if (result.ok) return result.value;
+    this.issues.add(at, 'EVALUE', result.message);
+    return fallback;
+  }
+
+  private file(value: unknown): string {
+    const path = str(value) ?? '';
+    const source = this.options.source;
+    return source && path !== '' && !isAbsolute(path) ? resolvePath(dirname(source), path) : path;
+  }
+}
+
+function num(value: unknown, dflt: number): number {
+  return typeof value === 'number' ? value : dflt;
+}
+
+/** Two listens collide on one port when their hosts match or either is a wildcard. */
+function clash(a: HostPort, b: HostPort): boolean {
+  if (a.port === 0 || b.port === 0 || a.port !== b.port || a.host === '' || b.host === '') return false;
+  return a.host === b.host || WILDCARDS.has(a.host) || WILDCARDS.has(b.host);
+}

@@ -1,0 +1,402 @@
+// The shape of the YAML file as TypeBox schemas: one source for the TypeScript type of the raw
+// file (`RawConfig`), the JSON Schema the Helm chart validates values with, the error messages of
+// check-config and the reference table of the README. Unknown keys are errors everywhere.
+import {
+  type Static,
+  type TObject,
+  type TOptional,
+  type TProperties,
+  type TSchema,
+  Type,
+} from '@sinclair/typebox';
+import { DEFAULTS } from './defaults.js';
+import {
+  DOMAIN_MAX_LENGTH,
+  DOMAIN_PATTERN,
+  DURATION_HINT,
+  DURATION_PATTERN,
+  HOST_PORT_HINT,
+  HOST_PORT_PATTERN,
+  ROUTE_DOMAIN_PATTERN,
+  SIZE_HINT,
+  SIZE_PATTERN,
+} from './units.js';
+
+/**
+ * Annotations of ours on top of JSON Schema: `syntax` names the value syntax in the README,
+ * `defaultText` describes a default computed at load time, `errorMessage` replaces the generic
+ * message for any error at that value. json-schema.ts strips them from the emitted JSON Schema.
+ */
+export const CUSTOM_KEYWORDS = ['syntax', 'defaultText', 'errorMessage'] as const;
+
+/** Listener and pool names: they appear in metric labels and in routes. */
+export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9_-]*$';
+export const NAME_HINT = 'expected a name of letters, digits, "-" and "_"';
+
+const closed = { additionalProperties: false } as const;
+
+type ClosedProperties<T extends TProperties, K extends keyof T> = {
+  [P in keyof T]: P extends K ? T[P] : TOptional<T[P]>;
+};
+
+/** An object that allows no other keys; every key not named in `required` is optional. */
+function Closed<T extends TProperties, K extends keyof T & string = never>(
+  properties: T,
+  required: readonly K[],
+  options: Record<string, unknown> = {},
+): TObject<ClosedProperties<T, K>> {
+  const props: TProperties = {};
+  for (const [key, schema] of Object.entries(properties)) {
+    props[key] = (required as readonly string[]).includes(key) ? schema : Type.Optional(schema);
+  }
+  return Type.Object(props, { ...options, ...closed }) as TObject<ClosedProperties<T, K>>;
+}
+
+function withDefault(description: string, dflt: unknown): Record<string, unknown> {
+  return {
+    ...(description === '' ? {} : { description }),
+    ...(dflt === undefined ? {} : { default: dflt }),
+  };
+}
+
+function Duration(description: string, dflt?: string) {
+  return Type.Union([Type.String({ pattern: DURATION_PATTERN }), Type.Integer({ minimum: 0 })], {
+    ...withDefault(description, dflt),
+    syntax: 'duration',
+    errorMessage: DURATION_HINT,
+  });
+}
+
+function Size(description: string, dflt?: string) {
+  return Type.Union([Type.String({ pattern: SIZE_PATTERN }), Type.Integer({ minimum: 0 })], {
+    ...withDefault(description, dflt),
+    syntax: 'size',
+    errorMessage: SIZE_HINT,
+  });
+}
+
+function Address(description: string, dflt?: string) {
+  return Type.String({
+    pattern: HOST_PORT_PATTERN,
+    ...withDefault(description, dflt),
+    syntax: 'host:port',
+    errorMessage: HOST_PORT_HINT,
+  });
+}
+
+function Domain(description: string, extra: Record<string, unknown> = {}) {
+  return Type.String({
+    pattern: DOMAIN_PATTERN,
+    maxLength: DOMAIN_MAX_LENGTH,
+    description,
+    syntax: 'domain',
+    errorMessage: 'expected a host name like mx.example.com',
+    ...extra,
+  });
+}
+
+function Name(description: string, extra: Record<string, unknown> = {}) {
+  return Type.String({
+    pattern: NAME_PATTERN,
+    description,
+    syntax: 'name',
+    errorMessage: NAME_HINT,
+    ...extra,
+  });
+}
+
+function OneOf<const T extends string>(values: readonly T[], description: string, dflt?: T) {
+  return Type.Union(
+    values.map((v) => Type.Literal(v)),
+    withDefault(description, dflt),
+  );
+}
+
+function Text(description: string, extra: Record<string, unknown> = {}) {
+  return Type.String({ minLength: 1, description, ...extra });
+}
+
+const TLS_MODES = ['none', 'opportunistic', 'required'] as const;
+const XCLIENT_MODES = ['auto', 'off'] as const;
+const PROXY_VERSIONS = ['off', 'v1', 'v2'] as const;
+
+export const ListenerSchema = Closed(
+  {
+    name: Name('Listener name, used in metrics, logs and routes.'),
+    listen: Address('Address and port to accept SMTP on; port 0 takes a free port.'),
+    hostname: Domain('Name in the greeting and the EHLO reply.', { defaultText: 'the machine host name' }),
+    pool: Name('Pool for recipients no route matches.', { defaultText: 'the only pool, when there is one' }),
+    maxMessageSize: Size(
+      'Largest message accepted (SIZE); larger ones get 552 5.3.4.',
+      DEFAULTS.listener.maxMessageSize,
+    ),
+    maxRecipients: Type.Integer({
+      minimum: 100,
+      ...withDefault('Recipients per transaction; more get 452 4.5.3.', DEFAULTS.listener.maxRecipients),
+      errorMessage: 'expected a whole number of at least 100 (RFC 5321 4.5.3.1.8)',
+    }),
+    bareNewlines: OneOf(
+      ['normalize', 'reject'],
+      'Bare CR or LF in DATA: rewrite to CRLF, or reject the message.',
+      DEFAULTS.listener.bareNewlines,
+    ),
+    proxyProtocol: Closed(
+      {
+        trusted: Type.Array(
+          Type.String({ syntax: 'CIDR', errorMessage: 'expected an address or CIDR like 10.0.0.0/8' }),
+          {
+            minItems: 1,
+            description:
+              'Peers (CIDRs or addresses) whose connections must start with a PROXY v1/v2 header; others may not send one.',
+          },
+        ),
+      },
+      ['trusted'],
+    ),
+    tls: Closed(
+      {
+        cert: Text('PEM certificate chain file; enables STARTTLS.', { syntax: 'path' }),
+        key: Text('PEM private key file.', { syntax: 'path' }),
+        implicit: Type.Boolean(
+          withDefault(
+            'TLS from the first byte (port 465) instead of STARTTLS.',
+            DEFAULTS.listener.tlsImplicit,
+          ),
+        ),
+      },
+      ['cert', 'key'],
+    ),
+    timeouts: Closed(
+      {
+        idle: Duration(
+          'A client silent this long is disconnected (at least 1s).',
+          DEFAULTS.listener.idleTimeout,
+        ),
+      },
+      [],
+    ),
+    maxSessions: Type.Integer({
+      minimum: 1,
+      ...withDefault('Concurrent sessions on this listener, per node.', DEFAULTS.listener.maxSessions),
+    }),
+  },
+  ['name', 'listen'],
+);
+
+export const StaticBackendSchema = Closed(
+  {
+    address: Address('Backend MTA address.'),
+    weight: Type.Number({
+      exclusiveMinimum: 0,
+      ...withDefault('Relative share of sessions.', DEFAULTS.backend.weight),
+    }),
+    maxConnections: Type.Integer({
+      minimum: 1,
+      description: 'Connections all nodes together may hold to it.',
+      defaultText: '`balancing.defaultMaxConnections`',
+    }),
+    xclient: OneOf(XCLIENT_MODES, "Overrides the pool's `xclient`."),
+    proxyProtocol: OneOf(PROXY_VERSIONS, "Overrides the pool's `proxyProtocol`."),
+    tls: OneOf(TLS_MODES, "Overrides the pool's TLS mode."),
+  },
+  ['address'],
+);
+
+export const PoolTlsSchema = Closed(
+  {
+    mode: OneOf(TLS_MODES, 'STARTTLS to the backend: never, when offered, or always.', DEFAULTS.pool.tlsMode),
+    verify: Type.Boolean(
+      withDefault("Check the backend's certificate chain and name.", DEFAULTS.pool.tlsVerify),
+    ),
+    ca: Text('PEM file of extra CAs to trust.', { syntax: 'path' }),
+    servername: Domain('Name for SNI and the certificate check.', { defaultText: 'the backend host' }),
+  },
+  [],
+);
+
+export const PoolSchema = Closed(
+  {
+    static: Type.Array(StaticBackendSchema, {
+      minItems: 1,
+      description: 'Fixed backend list (set this or `consul`).',
+    }),
+    consul: Closed(
+      {
+        service: Text('Consul service whose passing instances are the backends (set this or `static`).'),
+        tag: Text('Only instances with this tag.'),
+        datacenter: Text('Datacenter to query.', { defaultText: "`consul.datacenter`, else the agent's" }),
+      },
+      ['service'],
+    ),
+    xclient: OneOf(
+      XCLIENT_MODES,
+      'Pass client identity by XCLIENT when the backend offers it.',
+      DEFAULTS.pool.xclient,
+    ),
+    proxyProtocol: OneOf(
+      PROXY_VERSIONS,
+      'Send a PROXY header with the client address to the backend.',
+      DEFAULTS.pool.proxyProtocol,
+    ),
+    tls: Type.Union([OneOf(TLS_MODES, ''), PoolTlsSchema], {
+      description: 'A TLS mode, or a map with `mode`, `verify`, `ca`, `servername`.',
+      default: DEFAULTS.pool.tlsMode,
+    }),
+    timeouts: Closed(
+      {
+        connect: Duration('TCP connect to a backend.', DEFAULTS.pool.timeouts.connect),
+        greeting: Duration('Wait for the 220 greeting.', DEFAULTS.pool.timeouts.greeting),
+        command: Duration(
+          'Reply to EHLO, STARTTLS, XCLIENT, MAIL, RCPT, RSET.',
+          DEFAULTS.pool.timeouts.command,
+        ),
+        dataStart: Duration('Reply to DATA (354).', DEFAULTS.pool.timeouts.dataStart),
+        dataDone: Duration('Reply after the final dot (RFC 5321: 10 min).', DEFAULTS.pool.timeouts.dataDone),
+      },
+      [],
+    ),
+    connectRetries: Type.Integer({
+      minimum: 0,
+      maximum: 10,
+      ...withDefault(
+        'Other backends tried when connect, greeting or EHLO fails.',
+        DEFAULTS.pool.connectRetries,
+      ),
+    }),
+    heloName: Domain('Name we send in EHLO to the backend.', { defaultText: "the listener's `hostname`" }),
+  },
+  [],
+);
+
+export const RouteSchema = Closed(
+  {
+    recipientDomain: Type.String({
+      pattern: ROUTE_DOMAIN_PATTERN,
+      description: 'Recipient domain, exact or `*.example.com` (any subdomain); case-insensitive.',
+      syntax: 'domain',
+      errorMessage: 'expected a domain like example.com or *.example.com',
+    }),
+    senderDomain: Type.String({
+      pattern: ROUTE_DOMAIN_PATTERN,
+      description: 'Sender domain, same syntax.',
+      syntax: 'domain',
+      errorMessage: 'expected a domain like example.com or *.example.com',
+    }),
+    listener: Name('Only sessions on this listener.'),
+    pool: Name('Pool for the recipients this route matches.'),
+  },
+  ['pool'],
+);
+
+export const ConfigFileSchema = Closed(
+  {
+    node: Closed(
+      { id: Text('Unique name of this node in the cluster.', { defaultText: '`<host name>-<pid>`' }) },
+      [],
+    ),
+    listeners: Type.Array(ListenerSchema, { minItems: 1, description: 'SMTP listeners; at least one.' }),
+    pools: Type.Record(Type.String({ pattern: NAME_PATTERN }), PoolSchema, {
+      ...closed,
+      minProperties: 1,
+      description: 'Backend pools by name; at least one.',
+    }),
+    routes: Type.Array(RouteSchema, {
+      description: 'Checked in order; the first whose conditions all hold picks the pool.',
+      default: [],
+    }),
+    balancing: Closed(
+      {
+        policy: OneOf(
+          ['least-connections', 'weighted-least-connections', 'weighted-round-robin', 'power-of-two-choices'],
+          'How a backend is picked.',
+          DEFAULTS.balancing.policy,
+        ),
+        defaultMaxConnections: Type.Integer({
+          minimum: 1,
+          ...withDefault(
+            'Cap of backends that set none (static `maxConnections`, Consul meta).',
+            DEFAULTS.balancing.defaultMaxConnections,
+          ),
+        }),
+      },
+      [],
+    ),
+    admission: Closed(
+      {
+        queueTimeout: Duration(
+          'Wait this long for a free backend slot, then 451 4.3.2.',
+          DEFAULTS.admission.queueTimeout,
+        ),
+        maxWaiting: Type.Integer({
+          minimum: 0,
+          ...withDefault(
+            'Sessions waiting for a slot per node; beyond it the 451 is immediate.',
+            DEFAULTS.admission.maxWaiting,
+          ),
+        }),
+      },
+      [],
+    ),
+    ledger: Closed(
+      {
+        redis: Type.String({
+          description: 'Redis URL (`redis://` or `rediss://`) for cluster-wide caps; absent: caps per node.',
+          syntax: 'URL',
+        }),
+        leaseTtl: Duration(
+          'Connections of a dead node stop counting after this (at least 1s).',
+          DEFAULTS.ledger.leaseTtl,
+        ),
+        onRedisDown: OneOf(
+          ['local-share', 'reject'],
+          'Redis unreachable: keep to cap / live nodes, or refuse new sessions.',
+          DEFAULTS.ledger.onRedisDown,
+        ),
+        keyPrefix: Text('Prefix of every Redis key.', { default: DEFAULTS.ledger.keyPrefix }),
+      },
+      [],
+    ),
+    consul: Closed(
+      {
+        address: Type.String({
+          ...withDefault('Consul agent HTTP API.', DEFAULTS.consul.address),
+          syntax: 'URL',
+        }),
+        token: Text('ACL token.'),
+        datacenter: Text('Default datacenter of the Consul pools.'),
+        ca: Text('PEM CA file for an HTTPS agent.', { syntax: 'path' }),
+      },
+      [],
+    ),
+    admin: Closed(
+      {
+        listen: Address('Admin HTTP: /metrics, /healthz, /readyz, /status.', DEFAULTS.admin.listen),
+        token: Text('Bearer token required for /status.'),
+      },
+      [],
+    ),
+    log: Closed(
+      {
+        level: OneOf(
+          ['fatal', 'error', 'warn', 'info', 'debug', 'trace'],
+          'Least severe level logged.',
+          DEFAULTS.log.level,
+        ),
+      },
+      [],
+    ),
+    drainTimeout: Duration(
+      'On SIGTERM, sessions get this long to finish their transaction.',
+      DEFAULTS.drainTimeout,
+    ),
+  },
+  ['listeners', 'pools'],
+);
+
+/** The YAML file as parsed, before defaults, env expansion checks and unit conversion. */
+export type RawConfig = Static<typeof ConfigFileSchema>;
+
+/** True for a schema of an object with named properties (not a record). */
+export function isObjectSchema(schema: TSchema): boolean {
+  return schema.type === 'object' && typeof schema.properties === 'object';
+}

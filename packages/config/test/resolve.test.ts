@@ -1,0 +1,170 @@
+// Accepted files: the resolved config has the right values, units converted and defaults filled.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { loadConfig } from '../src/index.js';
+import { configOf, fixture, withBase } from './helpers.js';
+
+const T = { timeout: 5_000 };
+
+test('a minimal file gets every default', T, () => {
+  const c = configOf(readFileSync(fixture('minimal.yaml'), 'utf8'));
+  assert.deepEqual(c, {
+    node: { id: 'host1-42' },
+    listeners: [
+      {
+        name: 'smtp',
+        listen: { host: '127.0.0.1', port: 2525 },
+        hostname: 'host1',
+        pool: 'default',
+        maxMessageSize: 50_000_000,
+        maxRecipients: 1000,
+        bareNewlines: 'normalize',
+        timeouts: { idle: 300_000 },
+        maxSessions: 10_000,
+      },
+    ],
+    pools: {
+      default: {
+        name: 'default',
+        static: [{ address: { host: '127.0.0.1', port: 25 }, weight: 1, maxConnections: 100 }],
+        xclient: 'auto',
+        proxyProtocol: 'off',
+        tls: { mode: 'opportunistic', verify: true },
+        timeouts: { connect: 5000, greeting: 30_000, command: 60_000, dataStart: 120_000, dataDone: 600_000 },
+        connectRetries: 2,
+      },
+    },
+    routes: [],
+    balancing: { policy: 'least-connections', defaultMaxConnections: 100 },
+    admission: { queueTimeout: 30_000, maxWaiting: 1000 },
+    ledger: { leaseTtl: 15_000, onRedisDown: 'local-share', keyPrefix: 'smtp-lb' },
+    admin: { listen: { host: '127.0.0.1', port: 9090 } },
+    log: { level: 'info' },
+    drainTimeout: 30_000,
+  });
+});
+
+test("the full example resolves to the file's values", T, () => {
+  const source = fixture('full.yaml');
+  const result = loadConfig(source, { env: { CONSUL_TOKEN: 'tok' }, hostname: 'h', pid: 1 });
+  assert.ok(result.ok, result.ok ? '' : JSON.stringify(result.errors));
+  const c = result.config;
+  const dir = source.slice(0, source.lastIndexOf('/'));
+  assert.equal(c.node.id, 'node-a');
+
+  const [inbound, submission] = c.listeners;
+  assert.deepEqual(inbound?.proxyProtocol, { trusted: ['10.0.0.0/8', '192.168.1.7/32'] });
+  assert.deepEqual(inbound?.tls, {
+    cert: `${dir}/tls/tls.crt`,
+    key: '/etc/smtp-lb/tls.key',
+    implicit: false,
+  });
+  assert.equal(inbound?.maxRecipients, 500);
+  assert.equal(inbound?.timeouts.idle, 120_000);
+  assert.equal(inbound?.maxSessions, 2000);
+  assert.deepEqual(submission?.listen, { host: '::', port: 465 });
+  assert.equal(submission?.tls?.implicit, true);
+  assert.equal(submission?.pool, 'sales');
+
+  const def = c.pools.default!;
+  assert.deepEqual(def.static, [
+    { address: { host: '10.1.0.5', port: 25 }, weight: 2, maxConnections: 200 },
+    { address: { host: '10.1.0.6', port: 25 }, weight: 1, maxConnections: 50 },
+    {
+      address: { host: 'fd00::7', port: 2525 },
+      weight: 1,
+      maxConnections: 50,
+      tls: 'required',
+      xclient: 'off',
+      proxyProtocol: 'v2',
+    },
+  ]);
+  assert.deepEqual(def.timeouts, {
+    connect: 3000,
+    greeting: 90_000,
+    command: 45_000,
+    dataStart: 90_000,
+    dataDone: 900_000,
+  });
+  assert.equal(def.connectRetries, 3);
+  assert.equal(def.heloName, 'relay.example.com');
+
+  const sales = c.pools.sales!;
+  assert.equal(sales.static, undefined);
+  assert.deepEqual(sales.consul, { service: 'mta-sales', tag: 'smtp', datacenter: 'dc1' });
+  assert.deepEqual(sales.tls, {
+    mode: 'required',
+    verify: false,
+    ca: `${dir}/ca.pem`,
+    servername: 'mta.sales.example.com',
+  });
+
+  assert.deepEqual(c.routes, [
+    { recipientDomain: 'sales.example.com', pool: 'sales' },
+    { senderDomain: '*.example.org', listener: 'submission', pool: 'default' },
+  ]);
+  assert.deepEqual(c.balancing, { policy: 'weighted-least-connections', defaultMaxConnections: 50 });
+  assert.deepEqual(c.admission, { queueTimeout: 10_000, maxWaiting: 200 });
+  assert.deepEqual(c.ledger, {
+    redis: 'redis://127.0.0.1:6379/0',
+    leaseTtl: 15_000,
+    onRedisDown: 'reject',
+    keyPrefix: 'smtp-lb-test',
+  });
+  assert.deepEqual(c.consul, { address: 'http://127.0.0.1:8500', token: 'tok', datacenter: 'dc1' });
+  assert.deepEqual(c.admin, { listen: { host: '127.0.0.1', port: 9090 }, token: 'secret' });
+  assert.equal(c.log.level, 'debug');
+  assert.equal(c.drainTimeout, 45_000);
+});
+
+test('a Consul pool without a consul section talks to the local agent', T, () => {
+  const c = configOf(
+    withBase(
+      `  sales:
+    consul: { service: mta-sales }
+`,
+      '    pool: default\n',
+    ),
+  );
+  assert.deepEqual(c.consul, { address: 'http://127.0.0.1:8500' });
+  assert.deepEqual(configOf(withBase('')).consul, undefined, 'no Consul pool, no Consul');
+});
+
+test('durations, sizes and IPv6 in every place they are accepted', T, () => {
+  const c = configOf(
+    withBase(
+      `drainTimeout: 1500
+admission: { queueTimeout: 500ms }
+ledger: { leaseTtl: 1h }
+admin: { listen: '[::1]:0' }
+`,
+      `    maxMessageSize: 10MiB
+    timeouts: { idle: 90s }
+`,
+    ),
+  );
+  assert.equal(c.drainTimeout, 1500);
+  assert.equal(c.admission.queueTimeout, 500);
+  assert.equal(c.ledger.leaseTtl, 3_600_000);
+  assert.deepEqual(c.admin.listen, { host: '::1', port: 0 });
+  assert.equal(c.listeners[0]?.maxMessageSize, 10_485_760);
+  assert.equal(c.listeners[0]?.timeouts.idle, 90_000);
+});
+
+test('YAML anchors and merge keys share settings between pools', T, () => {
+  const c = configOf(`listeners:
+  - { name: smtp, listen: 127.0.0.1:2525, pool: a }
+pools:
+  a: &common
+    static: [{ address: 10.0.0.1:25 }]
+    tls: required
+    connectRetries: 0
+  b:
+    <<: *common
+    static: [{ address: 10.0.0.2:25 }]
+`);
+  assert.equal(c.pools.b?.tls.mode, 'required');
+  assert.equal(c.pools.b?.connectRetries, 0);
+  assert.deepEqual(c.pools.b?.static?.[0]?.address, { host: '10.0.0.2', port: 25 });
+});
