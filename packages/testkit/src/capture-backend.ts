@@ -38,10 +38,11 @@ export interface CaptureBackendOptions {
    * Full reply text (may be multi-line, lines joined by CRLF) instead of the default, or undefined. An
    * override has the default's effect (a transaction starts, DATA begins...) only when the default
    * would have succeeded and the override is positive too (2xx; 354 to DATA; 220 to STARTTLS/XCLIENT).
+   * `null` sends no reply at all and changes nothing: the backend seems hung (for timeout tests).
    */
-  reply?: (ctx: CaptureReplyContext) => string | undefined;
-  /** Reply after the final dot instead of `250 2.0.0 Ok: queued as <n>`. */
-  dataReply?: (msg: CapturedMessage) => string | undefined;
+  reply?: (ctx: CaptureReplyContext) => string | null | undefined;
+  /** Reply after the final dot instead of `250 2.0.0 Ok: queued as <n>`; `null` never replies. */
+  dataReply?: (msg: CapturedMessage) => string | null | undefined;
   /**
    * Destroy the socket at that point: before-greeting (instead of the greeting), after-rcpt (right after
    * the reply to the first RCPT of a session, ignoring anything pipelined behind it), mid-data (on the
@@ -100,7 +101,7 @@ export interface CapturedMessage {
   sha256: string;
   /** True when content bytes arrived in the same read as the DATA command, before the 354 was sent. */
   earlyData: boolean;
-  /** The reply sent after the final dot; undefined when the session was killed after the dot. */
+  /** The reply sent after the final dot; undefined when killed after the dot or dataReply gave null. */
   reply?: string;
 }
 
@@ -394,6 +395,7 @@ class CaptureConnection {
     const arg = sp < 0 ? '' : line.slice(sp + 1);
     const plan = this.plan(verb, arg);
     const custom = this.opts.reply?.({ command: line, verb, arg, session: this.session });
+    if (custom === null) return;
     const reply = custom ?? plan.reply;
     const positive = plan.ok && (custom === undefined || isPositive(verb, custom));
     this.send(reply);
@@ -611,7 +613,9 @@ class CaptureConnection {
       this.kill();
       return;
     }
-    msg.reply = this.opts.dataReply?.(msg) ?? `250 2.0.0 Ok: queued as ${msg.id}`;
+    const reply = this.opts.dataReply?.(msg);
+    if (reply === null) return;
+    msg.reply = reply ?? `250 2.0.0 Ok: queued as ${msg.id}`;
     this.send(msg.reply);
   }
 }

@@ -253,6 +253,21 @@ describe('capture backend', { timeout: 20_000 }, () => {
     assert.equal(m!.reply, '554 5.7.1 rejected ok@y.test');
   });
 
+  it('a null override sends no reply at all, like a hung backend', async () => {
+    const b = await backend({
+      reply: ({ verb }) => (verb === 'NOOP' ? null : undefined),
+      dataReply: () => null,
+    });
+    const d = await Dialog.open(b);
+    await envelope(d);
+    d.send('NOOP\r\nDATA\r\n');
+    assert.match(await d.reply(), /^354 /, 'the NOOP got nothing, the DATA its 354');
+    d.send('x\r\n.\r\nRSET\r\n');
+    assert.equal(await d.reply(), '250 2.0.0 Ok', 'only the RSET was answered');
+    const [m] = await b.waitForMessages(1);
+    assert.equal(m!.reply, undefined);
+  });
+
   it('decodes and merges XCLIENT attributes, answers 220 and requires EHLO again', async () => {
     const b = await backend();
     const d = await Dialog.open(b);
