@@ -1,1 +1,4 @@
+// Our SMTP client for backend MTAs: one connection per proxied client session.
+export { connectUpstream, SmtpUpstreamConnection } from './connection.js';
+export { replyText, UpstreamError } from './errors.js';
 export type * from './types.js';

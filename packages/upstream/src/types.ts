@@ -1,5 +1,6 @@
 // The contract of our SMTP client for backends. The proxy drives one UpstreamConnection per client
 // session; every failure is an UpstreamError that says where it happened and what the backend said.
+import type { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
 
 export type TlsMode = 'none' | 'opportunistic' | 'required';
@@ -20,6 +21,8 @@ export interface UpstreamTimeouts {
   command: number;
   dataStart: number;
   dataDone: number;
+  /** Longest wait for the backend to take more content while streaming DATA (socket drain); default dataStart. */
+  dataBlock?: number;
 }
 
 export interface UpstreamOptions {
@@ -78,3 +81,29 @@ export type Stage =
   | 'dataDone'
   | 'rset'
   | 'quit';
+
+/** Why we aborted (EABORTED): content too big, a bare CR/LF under `reject`, the body stream failed, or
+ * the caller gave up (destroy(), or the AbortSignal while connecting). */
+export type AbortReason = 'size' | 'bare-newline' | 'source' | 'caller';
+
+/** Options of one DATA transfer. */
+export interface DataOptions {
+  bareNewlines: 'normalize' | 'reject';
+  /** Content bytes (as read from the body) allowed; one more aborts with EABORTED 'size'. */
+  maxBytes?: number;
+}
+
+/** One established backend connection; emits 'close' once when its socket is gone. */
+export interface UpstreamConnection extends EventEmitter {
+  readonly greeting: Reply;
+  /** EHLO keyword (upper case) -> its parameters ('' when none), from the last EHLO. */
+  readonly capabilities: ReadonlyMap<string, string>;
+  readonly secure: boolean;
+  readonly xclientSent: boolean;
+  readonly closed: boolean;
+  envelope(mail: MailCommand | undefined, rcpts: MailCommand[]): Promise<{ mail?: Reply; rcpts: Reply[] }>;
+  data(body: Readable, opts: DataOptions): Promise<Reply>;
+  rset(): Promise<Reply>;
+  quit(): Promise<void>;
+  destroy(): void;
+}

@@ -1,0 +1,109 @@
+// Encodes message content for the wire, chunk by chunk with constant state, so DATA can stream with
+// backpressure: bare CR/LF become CRLF or abort (RFC 5321 2.3.8), a leading dot is doubled (4.5.2),
+// content is counted against a limit, and the end gets CRLF (if missing) and the final `.` line.
+// Lines are scanned with indexOf over whole Buffers; a chunk that needs no change is passed through.
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const CRLF = Buffer.from('\r\n');
+const DOT_BUF = Buffer.from('.');
+const END = Buffer.from('.\r\n');
+const EMPTY = Buffer.alloc(0);
+
+export type EncoderAbort = { abort: 'size' | 'bare-newline' };
+
+export class DataEncoder {
+  private readonly reject: boolean;
+  private readonly maxBytes: number;
+  /** The previous chunk ended with CR: whether it was a line end depends on the next byte. */
+  private pendingCR = false;
+  /** The next content byte starts a line (true at the start: the first line is stuffed too). */
+  private lineStart = true;
+  private bytes = 0;
+
+  constructor(opts: { bareNewlines: 'normalize' | 'reject'; maxBytes?: number | undefined }) {
+    this.reject = opts.bareNewlines === 'reject';
+    this.maxBytes = opts.maxBytes ?? Number.POSITIVE_INFINITY;
+  }
+
+  /** Content bytes seen so far (as given, before encoding). */
+  get size(): number {
+    return this.bytes;
+  }
+
+  /** The wire bytes for `chunk`, or why the transfer must be aborted (nothing of `chunk` is sent then). */
+  encode(chunk: Buffer): Buffer | EncoderAbort {
+    const n = chunk.length;
+    if (n === 0) return EMPTY;
+    this.bytes += n;
+    if (this.bytes > this.maxBytes) return { abort: 'size' };
+    const out: Buffer[] = [];
+    let seg = 0; // start of the pending pass-through segment
+    let i = 0;
+    if (this.pendingCR) {
+      this.pendingCR = false;
+      if (chunk[0] === LF) i = 1;
+      else if (this.reject) return { abort: 'bare-newline' };
+      out.push(CRLF);
+      seg = i;
+      this.lineStart = true;
+    }
+    let nextCR = chunk.indexOf(CR, i);
+    let nextLF = chunk.indexOf(LF, i);
+    while (i < n) {
+      if (this.lineStart) {
+        this.lineStart = false;
+        if (chunk[i] === DOT) {
+          if (i > seg) out.push(chunk.subarray(seg, i));
+          out.push(DOT_BUF);
+          seg = i;
+        }
+      }
+      if (nextCR >= 0 && nextCR < i) nextCR = chunk.indexOf(CR, i);
+      if (nextLF >= 0 && nextLF < i) nextLF = chunk.indexOf(LF, i);
+      if (nextCR < 0 && nextLF < 0) break;
+      if (nextCR >= 0 && (nextLF < 0 || nextCR < nextLF)) {
+        const p = nextCR;
+        if (p + 1 === n) {
+          // Decided by the next chunk: hold the CR back.
+          if (p > seg) out.push(chunk.subarray(seg, p));
+          this.pendingCR = true;
+          return join(out);
+        }
+        if (chunk[p + 1] === LF) {
+          i = p + 2;
+        } else {
+          if (this.reject) return { abort: 'bare-newline' };
+          if (p > seg) out.push(chunk.subarray(seg, p));
+          out.push(CRLF);
+          seg = i = p + 1;
+        }
+      } else {
+        const p = nextLF;
+        if (this.reject) return { abort: 'bare-newline' };
+        if (p > seg) out.push(chunk.subarray(seg, p));
+        out.push(CRLF);
+        seg = i = p + 1;
+      }
+      this.lineStart = true;
+    }
+    if (seg < n) out.push(chunk.subarray(seg, n));
+    return join(out);
+  }
+
+  /** The bytes that end the transfer: CRLF when the content did not end with one, then `.` CRLF. */
+  finish(): Buffer | EncoderAbort {
+    if (this.pendingCR) {
+      // A CR as the very last content byte is a bare CR.
+      if (this.reject) return { abort: 'bare-newline' };
+      return Buffer.concat([CRLF, END]);
+    }
+    return this.lineStart ? END : Buffer.concat([CRLF, END]);
+  }
+}
+
+/** A chunk that needed no change goes out as one slice of itself, without a copy. */
+function join(out: Buffer[]): Buffer {
+  return out.length === 1 ? out[0]! : Buffer.concat(out);
+}
