@@ -1,0 +1,17 @@
+// A free TCP port for a server a test is about to start: the kernel picks one for a throwaway
+// listener, which is closed before the port is handed out (another process could take it in between,
+// which is rare enough on loopback that callers simply fail loudly if their server cannot bind).
+import net from 'node:net';
+
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen({ port: 0, host, exclusive: true }, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close((err) => (err ? reject(err) : resolve(port)));
+    });
+  });
+}
