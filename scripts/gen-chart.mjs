@@ -102,7 +102,33 @@ async function configJsonSchema() {
     );
   }
   const { $schema: _drop, ...schema } = mod.configJsonSchema();
-  return schema;
+  return allowEnvReferences(schema);
+}
+
+/** A string holding a `${VAR}` or `${VAR:-default}` reference, which the node expands at load. */
+const ENV_REFERENCE = { type: 'string', pattern: '\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}' };
+
+/**
+ * The node expands `${VAR}` before it validates, so a value like `hostname: ${MX_NAME}` is valid in
+ * the file; the chart validates before any expansion. Every string with a syntax (pattern, const,
+ * enum) therefore also accepts a `${VAR}` reference; check-config judges the expanded value at start.
+ */
+function allowEnvReferences(schema) {
+  if (Array.isArray(schema)) return schema.map(allowEnvReferences);
+  if (typeof schema !== 'object' || schema === null) return schema;
+  // A choice of words (`policy: least-connections | ...`): one more alternative, not one per word.
+  if (schema.anyOf?.every((s) => typeof s.const === 'string'))
+    return { ...schema, anyOf: [...schema.anyOf, ENV_REFERENCE] };
+  const out = {};
+  for (const [key, value] of Object.entries(schema)) out[key] = allowEnvReferences(value);
+  const constrained = out.pattern !== undefined || out.const !== undefined || out.enum !== undefined;
+  if (out.type !== 'string' || !constrained) return out;
+  const { description, default: dflt, ...syntax } = out;
+  return {
+    ...(description === undefined ? {} : { description }),
+    ...(dflt === undefined ? {} : { default: dflt }),
+    anyOf: [syntax, ENV_REFERENCE],
+  };
 }
 
 function valuesSchema(rowsOut, configSchema) {

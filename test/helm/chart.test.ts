@@ -306,6 +306,28 @@ describe('helm chart', () => {
     assert.match(top.stderr, /additional properties 'replicas' not allowed/);
   });
 
+  test('a ${VAR} passes the schema where the value has a syntax, and the pod must set it', T, () => {
+    const values = [
+      'config:',
+      '  listeners:',
+      '    - { name: inbound, listen: "0.0.0.0:2525", hostname: "${MX_NAME}", pool: default }',
+      '  log: { level: "${LOG_LEVEL:-info}" }',
+    ].join('\n');
+    const withEnv = valuesFile(
+      'env-ref.yaml',
+      `${values}\nextraEnv: [{ name: MX_NAME, value: mx.example.com }]\n`,
+    );
+    const objs = render('-f', withEnv);
+    const file = join(work, 'env-ref.smtp-lb.yaml');
+    writeFileSync(file, one(objs, 'ConfigMap').data['smtp-lb.yaml']);
+    const container = one(objs, 'Deployment').spec.template.spec.containers[0];
+    const r = checkConfig(file, podEnv(container));
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const without = helmTemplate('-f', valuesFile('env-ref-missing.yaml', `${values}\n`));
+    assert.notEqual(without.status, 0);
+    assert.match(without.stderr, /config uses \$\{MX_NAME\}, which the pod does not set/);
+  });
+
   test('the chart refuses releases that could not work, saying why', T, () => {
     const cases: Array<[string[], RegExp]> = [
       [['--set', 'terminationGracePeriodSeconds=30'], /must be longer than config\.drainTimeout \(30s\)/],
