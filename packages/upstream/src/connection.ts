@@ -24,6 +24,7 @@ import { xclientCommands } from './xclient.js';
 
 /** QUIT is a courtesy: wait this long at most for the 221. */
 const QUIT_WAIT_MS = 2000;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 interface Waiter {
   stage: Stage;
@@ -80,6 +81,12 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
 
   constructor(opts: UpstreamOptions) {
     super();
+    // setTimeout fires at once for 0, Infinity or more than 2^31-1 ms: a bad value must not act as "no wait".
+    for (const [k, v] of Object.entries(opts.timeouts)) {
+      if (v !== undefined && !(Number.isFinite(v) && v > 0 && v <= MAX_TIMER_MS)) {
+        throw new TypeError(`upstream: timeouts.${k} must be 1..${MAX_TIMER_MS} ms, got ${v}`);
+      }
+    }
     this.opts = opts;
   }
 
@@ -251,9 +258,9 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
   }
 
   /** EHLO, or HELO when EHLO gets a 5xx (RFC 5321 4.1.4); both refused is EEHLO. */
-  private async hello(): Promise<void> {
+  private async hello(name = this.opts.heloName): Promise<void> {
     const timeout = this.opts.timeouts.command;
-    const ehlo = `EHLO ${this.opts.heloName}`;
+    const ehlo = `EHLO ${name}`;
     let reply = await this.command('ehlo', ehlo, timeout);
     let command = ehlo;
     if (reply.code >= 200 && reply.code < 300) {
@@ -261,7 +268,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
       return;
     }
     if (reply.code >= 500 && reply.code < 600) {
-      command = `HELO ${this.opts.heloName}`;
+      command = `HELO ${name}`;
       reply = await this.command('ehlo', command, timeout);
       if (reply.code >= 200 && reply.code < 300) {
         this._capabilities = new Map();
@@ -366,7 +373,11 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     });
   }
 
-  /** XCLIENT with the attributes the backend offers, each answered 220, then EHLO again (XCLIENT_README). */
+  /**
+   * XCLIENT with the attributes the backend offers, each answered 220, then EHLO again
+   * (XCLIENT_README). That EHLO carries the client's own HELO name when it is a usable one: the
+   * backend takes the HELO name from it (not from the HELO attribute), as with a direct connection.
+   */
   private async xclient(identity: ClientIdentity): Promise<void> {
     const commands = xclientCommands(this._capabilities.get('XCLIENT') ?? '', identity);
     if (commands.length === 0) return;
@@ -383,7 +394,8 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
       }
     }
     this._xclientSent = true;
-    await this.hello();
+    const helo = identity.helo;
+    await this.hello(helo && /^[\x21-\x7e]{1,255}$/.test(helo) ? helo : this.opts.heloName);
   }
 
   // ---- DATA streaming ----
@@ -428,7 +440,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
         this.fail(() => err);
       };
       const onData = (chunk: Buffer | string) => {
-        if (done) return;
+        if (done || this.closed) return;
         const out = encoder.encode(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
         if (!Buffer.isBuffer(out)) {
           if (out.abort === 'size') abort('size', `message exceeds ${opts.maxBytes} bytes`);

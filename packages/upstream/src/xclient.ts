@@ -1,6 +1,7 @@
 // Builds the XCLIENT commands (Postfix XCLIENT_README) that hand the real client's identity to a
 // backend: only attributes the backend listed in its EHLO, values xtext-encoded, `[UNAVAILABLE]` when
-// unknown, and each command line within 512 octets (RFC 5321 4.5.3.1.4), split over several commands.
+// unknown, values of at most 255 characters, and each command line within 512 octets (RFC 5321
+// 4.5.3.1.4), split over several commands.
 import { parseIp } from './ip-address.js';
 import type { ClientIdentity } from './types.js';
 import { xtextEncode } from './xtext.js';
@@ -8,30 +9,36 @@ import { xtextEncode } from './xtext.js';
 const UNAVAILABLE = '[UNAVAILABLE]';
 /** 512 octets including CRLF. */
 const MAX_LINE = 510;
+/** Postfix answers `501 attribute value too long` past 255 characters of (encoded) value. */
+const MAX_VALUE = 255;
 const ORDER = ['ADDR', 'PORT', 'PROTO', 'HELO', 'NAME', 'LOGIN', 'DESTADDR', 'DESTPORT'] as const;
+/**
+ * Postfix checks XCLIENT authorisation against the client name and address as they stand: once an
+ * XCLIENT has overridden them, the next XCLIENT gets 550. So these two go in the last command.
+ */
+const LAST = new Set<string>(['ADDR', 'NAME']);
 
 /** `offered` is the XCLIENT keyword's parameter list from EHLO, e.g. `ADDR PORT NAME`. */
 export function xclientCommands(offered: string, id: ClientIdentity): string[] {
   const names = new Set(offered.toUpperCase().split(/\s+/));
-  const attrs: string[] = [];
+  const early: string[] = [];
+  const late: string[] = [];
   for (const name of ORDER) {
     if (!names.has(name)) continue;
-    const value = attributeValue(name, id);
-    let attr = `${name}=${value === undefined ? UNAVAILABLE : xtextEncode(value)}`;
-    // A value that cannot fit one command line (a giant HELO) is better unknown than cut short.
-    if (`XCLIENT ${attr}`.length > MAX_LINE) attr = `${name}=${UNAVAILABLE}`;
-    attrs.push(attr);
+    const raw = attributeValue(name, id);
+    const value = raw === undefined ? UNAVAILABLE : xtextEncode(raw);
+    // A value too long for the backend (a giant HELO) is better unknown than cut short. So every
+    // attribute fits one command line, and so do ADDR and NAME together.
+    (LAST.has(name) ? late : early).push(`${name}=${value.length > MAX_VALUE ? UNAVAILABLE : value}`);
   }
   const commands: string[] = [];
-  let line = '';
-  for (const attr of attrs) {
-    if (line !== '' && line.length + 1 + attr.length > MAX_LINE) {
-      commands.push(line);
-      line = '';
-    }
-    line = line === '' ? `XCLIENT ${attr}` : `${line} ${attr}`;
-  }
-  if (line !== '') commands.push(line);
+  const add = (attrs: string) => {
+    const last = commands.length - 1;
+    if (last >= 0 && commands[last]!.length + 1 + attrs.length <= MAX_LINE) commands[last] += ` ${attrs}`;
+    else commands.push(`XCLIENT ${attrs}`);
+  };
+  for (const attr of early) add(attr);
+  if (late.length > 0) add(late.join(' '));
   return commands;
 }
 

@@ -105,6 +105,18 @@ describe('connecting', { timeout: 30_000 }, () => {
     );
   });
 
+  it('refuses timeouts that setTimeout would turn into no wait at all', async () => {
+    const b = await backend();
+    const t = options(b).timeouts;
+    for (const bad of [0, -1, Number.POSITIVE_INFINITY, 2 ** 31]) {
+      await assert.rejects(
+        connectUpstream(options(b, { timeouts: { ...t, dataDone: bad } }), identity),
+        TypeError,
+      );
+    }
+    assert.equal(b.sessions.length, 0, 'nothing was connected');
+  });
+
   it('fails EPROTOCOL when the backend answers EHLO with garbage', async () => {
     const b = await backend({ reply: ({ verb }) => (verb === 'EHLO' ? 'hello there' : undefined) });
     await assert.rejects(connectUpstream(options(b), identity), expectError('EPROTOCOL', 'ehlo'));
@@ -132,6 +144,8 @@ describe('STARTTLS', { timeout: 30_000 }, () => {
     await conn.quit();
     const s = b.sessions[0]!;
     assert.equal(s.tls, true);
+    for (let i = 0; i < 100 && b.current > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(b.current, 0, 'the TLS connection is really closed');
     assert.deepEqual(s.lines.slice(0, 3), ['EHLO proxy.test', 'STARTTLS', 'EHLO proxy.test']);
   });
 
@@ -231,8 +245,19 @@ describe('XCLIENT', { timeout: 30_000 }, () => {
     assert.deepEqual(s.ehlo, ['proxy.test', 'proxy.test']);
     assert.equal(
       s.lines[1],
-      'XCLIENT ADDR=IPV6:2001:db8::7 PORT=41000 PROTO=ESMTP HELO=client+20example+2Bx NAME=[UNAVAILABLE] LOGIN=j+C3+B6rg DESTADDR=198.51.100.1 DESTPORT=25',
+      'XCLIENT PORT=41000 PROTO=ESMTP HELO=client+20example+2Bx LOGIN=j+C3+B6rg DESTADDR=198.51.100.1 DESTPORT=25 ADDR=IPV6:2001:db8::7 NAME=[UNAVAILABLE]',
     );
+  });
+
+  it("says EHLO with the client's own HELO name after XCLIENT when it is a usable one", async () => {
+    const b = await backend();
+    const conn = await connectUpstream(options(b, { xclient: 'auto' }), {
+      ...who,
+      helo: 'mx.client.example',
+    });
+    await conn.quit();
+    assert.deepEqual(b.sessions[0]!.ehlo, ['proxy.test', 'mx.client.example']);
+    assert.equal(b.sessions[0]!.xclient.HELO, 'mx.client.example');
   });
 
   it('sends only what the backend lists, split over commands within 512 octets', async () => {
