@@ -1,4 +1,5 @@
 export * from './capture-backend.js';
+export * from './consul.js';
 export * from './errors.js';
 export * from './free-port.js';
 export * from './postfix.js';
