@@ -21,6 +21,14 @@ export interface BackendSource {
   current(): readonly DiscoveredBackend[];
   /** True once a first set is known (static: at once; Consul: after the first answer). */
   readonly ready: boolean;
+  /** True while the source cannot reach its origin (Consul) and keeps serving the last known set. */
+  readonly stale?: boolean;
   onChange(listener: (backends: readonly DiscoveredBackend[]) => void): () => void;
   close(): Promise<void>;
+}
+
+/** The logging a source does (pino's Logger fits): bad meta values, Consul unreachable and back. */
+export interface DiscoveryLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
 }
