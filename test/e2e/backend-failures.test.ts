@@ -53,7 +53,9 @@ describe('backend killed', { timeout: 120_000 }, () => {
   test('before its greeting: another backend of the pool is tried before the client sees anything', async () => {
     const bad = await startCaptureBackend({ kill: 'before-greeting' });
     const good = await startCaptureBackend();
-    const lb = await startNode(simpleConfig([bad.address, good.address], { extraPool: '    connectRetries: 2' }));
+    const lb = await startNode(
+      simpleConfig([bad.address, good.address], { extraPool: '    connectRetries: 2' }),
+    );
     cleanup.push(
       () => lb.stop(),
       () => bad.close(),
@@ -79,7 +81,9 @@ describe('backend killed', { timeout: 120_000 }, () => {
       const r = await sendOne(lb);
       assert.ok(!r.codes.slice(4).includes(250), `no 250 after DATA: ${r.codes}`);
       assert.match(r.last, /^451 4\.4\.2 /);
-      assert.equal(bad.messages.length, 0, 'the backend never completed a message');
+      // After the dot the backend has the message but never said 250 for it (SMTP's own duplicate
+      // window, RFC 1047): the client must not have been told 250 either.
+      assert.equal(bad.messages.length, kill === 'after-dot' ? 1 : 0);
       // The node is still up and a new session to a healthy backend works.
       const good = await startCaptureBackend();
       cleanup.push(() => good.close());
@@ -111,7 +115,9 @@ describe('backend killed', { timeout: 120_000 }, () => {
   });
 
   test('a 250 to DATA (instead of 354) is a failure, never relayed as success', async () => {
-    const odd = await startCaptureBackend({ reply: ({ verb }) => (verb === 'DATA' ? '250 2.0.0 ok' : undefined) });
+    const odd = await startCaptureBackend({
+      reply: ({ verb }) => (verb === 'DATA' ? '250 2.0.0 ok' : undefined),
+    });
     const lb = await startNode(simpleConfig([odd.address]));
     cleanup.push(
       () => lb.stop(),

@@ -25,9 +25,13 @@ function file(name: string, text: string): string {
 
 describe('smtp-lb check-config', () => {
   test('a good file exits 0', () => {
-    const r = spawnSync(process.execPath, [CLI, 'check-config', resolve(import.meta.dirname, '../../../examples/smtp-lb.yaml')], {
-      encoding: 'utf8',
-    });
+    const r = spawnSync(
+      process.execPath,
+      [CLI, 'check-config', resolve(import.meta.dirname, '../../../examples/smtp-lb.yaml')],
+      {
+        encoding: 'utf8',
+      },
+    );
     assert.equal(r.status, 0, r.stderr + r.stdout);
   });
 

@@ -22,7 +22,9 @@ async function openTransaction(port: number): Promise<SmtpDialog> {
 describe('limits', { timeout: 120_000 }, () => {
   test('a message over maxMessageSize gets 552 5.3.4 and never completes at the backend', async () => {
     const backend = await startCaptureBackend();
-    const lb = await startNode(simpleConfig([backend.address], { extraListener: '    maxMessageSize: 100KB' }));
+    const lb = await startNode(
+      simpleConfig([backend.address], { extraListener: '    maxMessageSize: 100KB' }),
+    );
     cleanup.push(
       () => lb.stop(),
       () => backend.close(),

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type CaptureBackend, runSwaks, startCaptureBackend } from '@smtp-lb/testkit';
 import nodemailer from 'nodemailer';
-import { startNode, simpleConfig, type TestNode } from '../helpers/node.js';
+import { simpleConfig, startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
 async function envelope(c: SmtpDialog, from = 'a@example.org', to = ['b@example.test']): Promise<void> {
@@ -38,7 +38,10 @@ describe('pass-through to a capture backend', { timeout: 120_000 }, () => {
     assert.match(info.response, /^250 2\.0\.0 Ok: queued as \d+$/);
     assert.equal(msg!.mailFrom, 'alice@example.org');
     assert.deepEqual(msg!.rcptTo, ['bob@example.test', 'carol@example.test']);
-    assert.equal(msg!.data.toString('latin1'), 'Subject: hi\r\n\r\n.leading dot\r\n..two dots\r\nbody \xc3\xa9\r\n');
+    assert.equal(
+      msg!.data.toString('latin1'),
+      'Subject: hi\r\n\r\n.leading dot\r\n..two dots\r\nbody \xc3\xa9\r\n',
+    );
     const session = backend.sessions.find((s) => s.id === msg!.sessionId)!;
     assert.equal(session.xclient.ADDR, '127.0.0.1', 'XCLIENT carried the client address');
   });
@@ -51,7 +54,8 @@ describe('pass-through to a capture backend', { timeout: 120_000 }, () => {
       timeoutMs: 30_000,
     });
     assert.equal(res.code, 0, res.stderr + res.stdout);
-    assert.match(res.stdout, /<~ +250 2\.0\.0 Ok: queued as \d+/);
+    assert.match(res.stdout, /<- +250 2\.0\.0 Ok: queued as \d+/);
+    assert.match(res.stdout, /<- +220 mx\.test ESMTP\n/);
   });
 
   test('8-bit body, 998-character lines and dot lines arrive unchanged', async () => {
@@ -103,7 +107,8 @@ describe('pass-through to a capture backend', { timeout: 120_000 }, () => {
     await c.read();
     const r = await c.cmd('EHLO x.test');
     const kw = r.lines.slice(1).map((l) => l.split(' ')[0]);
-    for (const k of ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'SIZE', 'ENHANCEDSTATUSCODES']) assert.ok(kw.includes(k), k);
+    for (const k of ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'SIZE', 'ENHANCEDSTATUSCODES'])
+      assert.ok(kw.includes(k), k);
     assert.ok(!kw.includes('CHUNKING'));
     assert.ok(!kw.includes('STARTTLS'), 'no STARTTLS without a certificate');
     c.close();
@@ -144,12 +149,17 @@ describe('backend replies reach the client verbatim', { timeout: 60_000 }, () =>
       reply: ({ verb, arg }) => {
         if (verb === 'MAIL' && arg.includes('tempfail@')) return '451 4.7.1 Greylisted, come back later';
         if (verb === 'MAIL' && arg.includes('refused@')) return '553 5.7.1 Sender address rejected';
-        if (verb === 'RCPT' && arg.includes('nouser@')) return '550-5.1.1 The email account does not exist\r\n550 5.1.1 Please check the address';
+        if (verb === 'RCPT' && arg.includes('nouser@'))
+          return '550-5.1.1 The email account does not exist\r\n550 5.1.1 Please check the address';
         if (verb === 'RCPT' && arg.includes('full@')) return '452 4.2.2 Mailbox full';
         return undefined;
       },
       dataReply: (msg) =>
-        msg.data.includes('virus') ? '554 5.7.1 Message rejected: virus found' : msg.data.includes('later') ? '451 4.3.0 Try later' : undefined,
+        msg.data.includes('virus')
+          ? '554 5.7.1 Message rejected: virus found'
+          : msg.data.includes('later')
+            ? '451 4.3.0 Try later'
+            : undefined,
     });
     lb = await startNode(simpleConfig([backend.address]));
   });
@@ -180,7 +190,10 @@ describe('backend replies reach the client verbatim', { timeout: 60_000 }, () =>
 
   test('a multi-line 5xx to RCPT comes back line for line, enhanced code once', async () => {
     const r = await rcptReply('a@example.org', 'nouser@example.test');
-    assert.equal(r.raw, '550-5.1.1 The email account does not exist\r\n550 5.1.1 Please check the address\r\n');
+    assert.equal(
+      r.raw,
+      '550-5.1.1 The email account does not exist\r\n550 5.1.1 Please check the address\r\n',
+    );
   });
 
   test('a 4xx to RCPT comes back and the session goes on', async () => {

@@ -14,7 +14,8 @@ export interface TestNode {
 
 export function configFrom(yaml: string, env: Record<string, string> = {}): SmtpLbConfig {
   const res = parseConfig(yaml, { env: { ...process.env, ...env }, source: 'test.yaml' });
-  if (!res.ok) throw new Error(`bad test config:\n${res.errors.map((e) => `${e.path}: ${e.message}`).join('\n')}`);
+  if (!res.ok)
+    throw new Error(`bad test config:\n${res.errors.map((e) => `${e.path}: ${e.message}`).join('\n')}`);
   return res.config;
 }
 
@@ -54,6 +55,7 @@ ${backends.map((b) => `      - ${JSON.stringify(typeof b === 'string' ? { addres
     tls: none
 ${opts.extraPool ?? ''}
 log: { level: debug }
+admin: { listen: 127.0.0.1:0 }
 ${opts.extraTop ?? ''}
 `;
 }

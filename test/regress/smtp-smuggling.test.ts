@@ -50,7 +50,11 @@ describe('SMTP smuggling through the node', { timeout: 60_000 }, () => {
           const mails = backend.sessions
             .slice(sessionsBefore)
             .flatMap((s) => s.lines.filter((l) => /^MAIL FROM/i.test(l)));
-          assert.deepEqual(mails, ['MAIL FROM:<a@example.org>'], 'exactly one MAIL command reached the backend');
+          assert.deepEqual(
+            mails,
+            ['MAIL FROM:<a@example.org>'],
+            'exactly one MAIL command reached the backend',
+          );
           const got = backend.messages.slice(msgsBefore);
           const bare = /\r(?!\n)|(?<!\r)\n/.test(ending);
           if (mode === 'reject' && bare) {

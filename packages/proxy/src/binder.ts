@@ -3,8 +3,9 @@
 // anything of it (connect, greeting, EHLO, TLS, XCLIENT) is penalised and another one is tried, up to
 // the pool's connectRetries (HAProxy's redispatch). When every backend is at its cap the session waits
 // in the node's FIFO for a release, up to admission.queueTimeout.
-import type { AdmissionConfig } from '@smtp-lb/config';
+
 import type { Candidate } from '@smtp-lb/balancer';
+import type { AdmissionConfig } from '@smtp-lb/config';
 import type { DiscoveredBackend } from '@smtp-lb/discovery';
 import type { Lease, Ledger } from '@smtp-lb/ledger';
 import {
@@ -91,7 +92,10 @@ export class Binder {
       const started = process.hrtime.bigint();
       try {
         const conn = await connectUpstream(this.#options(pool, backend, heloName), identity, signal);
-        metrics.backendConnect.observe({ backend: backend.id }, Number(process.hrtime.bigint() - started) / 1e9);
+        metrics.backendConnect.observe(
+          { backend: backend.id },
+          Number(process.hrtime.bigint() - started) / 1e9,
+        );
         pool.health.reward(backend.id);
         // The slot is held exactly as long as the backend connection exists.
         const free = () => {

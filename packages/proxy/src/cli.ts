@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // The `smtp-lb` command: run a node (`--config FILE` or SMTP_LB_CONFIG), or `check-config FILE`.
 // Start-up fails fast with every config error listed by path, exit 1.
-import { formatConfigErrors, loadConfig, runCheckConfig } from '@smtp-lb/config';
+import { formatErrors, loadConfig, runCheckConfig } from '@smtp-lb/config';
 import { createLogger } from './logger.js';
 import { SmtpLbNode } from './node.js';
 
 const USAGE = `usage:
   smtp-lb --config FILE          run a node (or SMTP_LB_CONFIG=FILE smtp-lb)
   smtp-lb check-config FILE      validate FILE, print every error with its path, exit 1 if any
+
+signals: SIGTERM drains (finish transactions, then exit 0), SIGHUP reloads FILE, SIGINT stops now.
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -32,26 +34,34 @@ async function main(argv: string[]): Promise<number> {
   }
   const loaded = loadConfig(path);
   if (!loaded.ok) {
-    process.stderr.write(formatConfigErrors(path, loaded.errors));
+    process.stderr.write(`smtp-lb: ${path} is not a valid configuration:\n${formatErrors(loaded.errors)}`);
     return 1;
   }
   const log = createLogger(loaded.config.log.level);
   const node = await SmtpLbNode.start(loaded.config, { logger: log });
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    node.log.info({ signal }, 'stopping');
-    node.stop().then(
+  process.on('SIGTERM', () => {
+    node.drain().then(
       () => process.exit(0),
       (err: unknown) => {
-        node.log.error({ err }, 'stop failed');
+        node.log.error({ err }, 'drain failed');
         process.exit(1);
       },
     );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  });
+  process.on('SIGINT', () => {
+    node.stop().finally(() => process.exit(0));
+  });
+  process.on('SIGHUP', () => {
+    const next = loadConfig(path);
+    if (!next.ok) {
+      node.log.error(
+        { errors: next.errors },
+        'reload refused: the new configuration is invalid; keeping the old one',
+      );
+      return;
+    }
+    node.reload(next.config).catch((err: unknown) => node.log.error({ err }, 'reload failed'));
+  });
   return -1; // keep running
 }
 

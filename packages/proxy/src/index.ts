@@ -1,5 +1,5 @@
-export { SmtpLbNode, type NodeOptions } from './node.js';
-export { Metrics } from './metrics.js';
 export { createLogger, type Logger } from './logger.js';
-export { Router, domainOf } from './router.js';
+export { Metrics } from './metrics.js';
+export { type NodeOptions, SmtpLbNode } from './node.js';
 export { replies } from './replies.js';
+export { domainOf, Router } from './router.js';

@@ -12,21 +12,22 @@ import { queueRelay } from './reply-relay.js';
 import { ProxySession, type SessionDeps } from './session.js';
 
 export class Listener {
-  readonly config: ListenerConfig;
+  #config: ListenerConfig;
   readonly #server: SMTPServer;
   readonly #sessions = new Map<string, ProxySession>();
   readonly #log: Logger;
   readonly #metrics: Metrics;
   #draining = false;
+  /** Connections already sent their 421 during a drain. */
+  readonly #told = new WeakSet<object>();
 
   constructor(config: ListenerConfig, deps: SessionDeps, log: Logger) {
-    this.config = config;
+    this.#config = config;
     this.#log = log.child({ listener: config.name });
     this.#metrics = deps.metrics;
     const tls = config.tls;
     const options: SMTPServerOptions = {
       name: config.hostname,
-      banner: 'ESMTP',
       secure: tls?.implicit ?? false,
       ...(tls ? { key: readFileSync(tls.key), cert: readFileSync(tls.cert) } : {}),
       hideSTARTTLS: !tls || tls.implicit,
@@ -52,7 +53,8 @@ export class Listener {
         }
         const id = session.id || randomBytes(8).toString('hex');
         const log = this.#log.child({ sid: id, client: `${session.remoteAddress}:${session.remotePort}` });
-        this.#sessions.set(session.id, new ProxySession(session, config, deps, log));
+        // A session keeps the listener settings it started with, across a reload.
+        this.#sessions.set(session.id, new ProxySession(session, this.#config, deps, log));
         this.#metrics.sessionsActive.inc();
         log.debug('session opened');
         cb();
@@ -106,7 +108,9 @@ export class Listener {
       onClose: (session) => this.#closed(session),
     };
     this.#server = new SMTPServer(options);
-    this.#server.on('error', (err) => this.#log.warn({ err: { message: err.message } }, 'client connection error'));
+    this.#server.on('error', (err) =>
+      this.#log.warn({ err: { message: err.message } }, 'client connection error'),
+    );
   }
 
   #closed(session: SMTPServerSession): void {
@@ -115,19 +119,37 @@ export class Listener {
     this.#sessions.delete(session.id);
     s.close();
     this.#metrics.sessionsActive.dec();
-    this.#metrics.sessionsTotal.inc({ listener: this.config.name, outcome: 'closed' });
+    this.#metrics.sessionsTotal.inc({ listener: this.#config.name, outcome: 'closed' });
     s.log.debug('session closed');
+  }
+
+  get config(): ListenerConfig {
+    return this.#config;
   }
 
   get sessions(): number {
     return this.#sessions.size;
   }
 
+  /** Reload: new sessions use `config`; a new certificate applies to the next handshake. */
+  update(config: ListenerConfig): void {
+    this.#config = config;
+    this.#server.options.size = config.maxMessageSize;
+    this.#server.options.socketTimeout = config.timeouts.idle;
+    this.#server.options.maxClients = config.maxSessions;
+    if (config.tls) {
+      this.#server.updateSecureContext({
+        key: readFileSync(config.tls.key),
+        cert: readFileSync(config.tls.cert),
+      });
+    }
+  }
+
   listen(): Promise<{ host: string; port: number }> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
       this.#server.server.once('error', onError);
-      this.#server.listen(this.config.listen.port, this.config.listen.host, () => {
+      this.#server.listen(this.#config.listen.port, this.#config.listen.host, () => {
         this.#server.server.off('error', onError);
         const addr = this.#server.server.address();
         if (addr && typeof addr === 'object') resolve({ host: addr.address, port: addr.port });
@@ -136,9 +158,33 @@ export class Listener {
     });
   }
 
-  /** Stop accepting; idle sessions are told 421 by smtp-server's close, busy ones finish first. */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting at once. Sessions between transactions get 421 4.3.2 as soon as they are idle;
+   * a transaction in flight finishes. After `timeoutMs` whatever is left gets 421 and is closed.
+   */
+  async drain(timeoutMs: number): Promise<void> {
     this.#draining = true;
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#server.options.closeTimeout = Math.max(timeoutMs, 1);
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#closeIdle();
+    const tick = setInterval(() => this.#closeIdle(), 100);
+    await closed;
+    clearInterval(tick);
   }
+
+  #closeIdle(): void {
+    for (const conn of this.#server.connections as Set<SmtpConnection>) {
+      const s = this.#sessions.get(conn.session.id);
+      if ((s && !s.idle) || this.#told.has(conn)) continue;
+      this.#told.add(conn);
+      queueRelay(conn.session, replies.draining());
+      conn.send(421, 'draining');
+    }
+  }
+}
+
+/** The parts of smtp-server's per-client connection a drain needs. */
+interface SmtpConnection {
+  session: SMTPServerSession;
+  send(code: number, text: string): void;
 }

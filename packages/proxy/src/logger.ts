@@ -1,6 +1,6 @@
 // JSON logs (pino). Every line of a session carries its session id and client address (smtp-server's
 // `cid`, STYLE.md), by way of a child logger made when the session starts.
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 export type { Logger };
 

@@ -1,9 +1,10 @@
 // The metric catalogue of DESIGN.md (prefix smtp_lb_), on a registry of its own so two nodes in one
 // process (tests) do not collide. Gauges that mirror other state are filled on scrape (collect).
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export class Metrics {
   readonly registry = new Registry();
+  #refresh: (() => void) | undefined;
 
   readonly sessionsActive = new Gauge({
     name: 'smtp_lb_sessions_active',
@@ -33,6 +34,9 @@ export class Metrics {
     help: 'Connections to a backend held by this node (scope=node) or the whole cluster (scope=cluster)',
     labelNames: ['backend', 'scope'] as const,
     registers: [this.registry],
+    // Registered before every other gauge that mirrors node state: refreshing here fills them all
+    // before the scrape serialises them.
+    collect: () => this.#refresh?.(),
   });
   readonly backendMaxConnections = new Gauge({
     name: 'smtp_lb_backend_max_connections',
@@ -94,6 +98,11 @@ export class Metrics {
     help: 'Sessions being slowed down (tarpitted) on this node',
     registers: [this.registry],
   });
+
+  /** Sets the function that copies node state (counts, caps, backend sets) into the gauges. */
+  onScrape(refresh: () => void): void {
+    this.#refresh = refresh;
+  }
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'smtp_lb_process_' });

@@ -1,9 +1,10 @@
 // The composition root (STYLE.md: one place wires the packages together): a node is its listeners,
-// its pools (backend source + policy), one ledger, one binder and the metrics. Nothing else in the
-// repository imports more than one sibling package.
-import type { SmtpLbConfig } from '@smtp-lb/config';
+// its pools (backend source + policy), one ledger, one binder, the admin server and the metrics.
+// Nothing else in the repository imports more than one sibling package.
+import type { ListenerConfig, SmtpLbConfig } from '@smtp-lb/config';
 import { createSource } from '@smtp-lb/discovery';
 import { type Ledger, MemoryLedger, RedisLedger } from '@smtp-lb/ledger';
+import { AdminServer, type NodeStatus } from './admin.js';
 import { Binder } from './binder.js';
 import { Listener } from './listener.js';
 import { createLogger, type Logger } from './logger.js';
@@ -11,35 +12,62 @@ import { Metrics } from './metrics.js';
 import { PoolRuntime } from './pool-runtime.js';
 import { installReplyRelay } from './reply-relay.js';
 import { Router } from './router.js';
+import type { SessionDeps } from './session.js';
 import { SlotWaiters } from './slot-waiters.js';
 
 export interface NodeOptions {
   logger?: Logger;
 }
 
+function sameAddress(a: ListenerConfig, b: ListenerConfig): boolean {
+  return (
+    a.listen.host === b.listen.host &&
+    a.listen.port === b.listen.port &&
+    !!a.tls?.implicit === !!b.tls?.implicit
+  );
+}
+
 export class SmtpLbNode {
   readonly log: Logger;
-  readonly metrics = new Metrics();
+  readonly metrics: Metrics;
   readonly ledger: Ledger;
-  readonly listeners: Listener[] = [];
   /** Bound addresses by listener name (port 0 in the config gets a real port here). */
   readonly addresses = new Map<string, { host: string; port: number }>();
+  adminAddress: { host: string; port: number } | undefined;
   #config: SmtpLbConfig;
   #pools = new Map<string, PoolRuntime>();
   #router: Router;
+  #listeners = new Map<string, Listener>();
+  #admin: AdminServer | undefined;
+  #draining = false;
   readonly #waiters = new SlotWaiters();
+  readonly #deps: SessionDeps;
   readonly #unsubscribe: Array<() => void> = [];
 
-  private constructor(config: SmtpLbConfig, ledger: Ledger, log: Logger) {
+  private constructor(config: SmtpLbConfig, ledger: Ledger, log: Logger, metrics: Metrics) {
     this.#config = config;
+    this.metrics = metrics;
     this.ledger = ledger;
     this.log = log;
     this.#router = new Router(config.routes);
+    const binder = new Binder({
+      ledger,
+      waiters: this.#waiters,
+      admission: () => this.#config.admission,
+      metrics: this.metrics,
+    });
+    this.#deps = {
+      router: () => this.#router,
+      pool: (name: string) => this.#pools.get(name),
+      binder,
+      metrics: this.metrics,
+    };
   }
 
   static async start(config: SmtpLbConfig, opts: NodeOptions = {}): Promise<SmtpLbNode> {
     await installReplyRelay();
     const log = (opts.logger ?? createLogger(config.log.level)).child({ node: config.node.id });
+    const metrics = new Metrics();
     const ledger: Ledger = config.ledger.redis
       ? await RedisLedger.create({
           redis: config.ledger.redis,
@@ -50,7 +78,7 @@ export class SmtpLbNode {
           logger: log.child({ component: 'ledger' }),
         })
       : new MemoryLedger();
-    const node = new SmtpLbNode(config, ledger, log);
+    const node = new SmtpLbNode(config, ledger, log, metrics);
     try {
       await node.#start();
     } catch (err) {
@@ -64,49 +92,165 @@ export class SmtpLbNode {
     return this.#config;
   }
 
-  async #start(): Promise<void> {
-    const { config, ledger, metrics } = this;
-    for (const [name, pool] of Object.entries(config.pools)) {
-      const source = createSource(pool, config.consul, {
-        defaultMaxConnections: config.balancing.defaultMaxConnections,
-        logger: this.log.child({ component: 'discovery', pool: name }),
-      });
-      this.#pools.set(name, new PoolRuntime(name, pool, source, config.balancing.policy));
-      this.#unsubscribe.push(
-        source.onChange((backends) => {
-          metrics.discoveryUpdates.inc({ pool: name });
-          this.log.info({ pool: name, backends: backends.map((b) => b.id) }, 'backend set changed');
-          this.#waiters.wakeAll();
-        }),
-      );
-    }
-    this.#unsubscribe.push(ledger.onRelease((id) => this.#waiters.release(id)));
-    const binder = new Binder({
-      ledger,
-      waiters: this.#waiters,
-      admission: () => this.#config.admission,
-      metrics,
-    });
-    const deps = {
-      router: () => this.#router,
-      pool: (name: string) => this.#pools.get(name),
-      binder,
-      metrics,
-    };
-    for (const lc of config.listeners) {
-      const listener = new Listener(lc, deps, this.log);
-      this.listeners.push(listener);
-      const addr = await listener.listen();
-      this.addresses.set(lc.name, addr);
-      this.log.info({ listener: lc.name, address: `${addr.host}:${addr.port}` }, 'listening');
-    }
+  get draining(): boolean {
+    return this.#draining;
   }
 
-  /** Stops listening, ends sessions and releases the ledger. */
+  get ready(): boolean {
+    return !this.#draining && [...this.#pools.values()].every((p) => p.source.ready);
+  }
+
+  async #start(): Promise<void> {
+    this.#unsubscribe.push(this.ledger.onRelease((id) => this.#waiters.release(id)));
+    this.#setPools(this.#config);
+    for (const lc of this.#config.listeners) await this.#startListener(lc);
+    this.metrics.onScrape(() => this.#refreshGauges());
+    this.#admin = new AdminServer(this.#config.admin, {
+      metrics: this.metrics,
+      status: () => this.status(),
+      log: this.log,
+    });
+    this.adminAddress = await this.#admin.listen();
+    this.log.info({ admin: `${this.adminAddress.host}:${this.adminAddress.port}` }, 'admin listening');
+  }
+
+  async #startListener(lc: ListenerConfig): Promise<void> {
+    const listener = new Listener(lc, this.#deps, this.log);
+    const addr = await listener.listen();
+    this.#listeners.set(lc.name, listener);
+    this.addresses.set(lc.name, addr);
+    this.log.info({ listener: lc.name, address: `${addr.host}:${addr.port}` }, 'listening');
+  }
+
+  /** Builds the pools of `config`, keeping the runtime (and its discovery watch) of unchanged ones. */
+  #setPools(config: SmtpLbConfig): void {
+    const next = new Map<string, PoolRuntime>();
+    for (const [name, pc] of Object.entries(config.pools)) {
+      const old = this.#pools.get(name);
+      if (
+        old &&
+        JSON.stringify(old.config) === JSON.stringify(pc) &&
+        old.policyName === config.balancing.policy
+      ) {
+        next.set(name, old);
+        continue;
+      }
+      const source = createSource(pc, config.consul, {
+        defaultMaxConnections: config.balancing.defaultMaxConnections,
+        logger: this.log.child({ component: 'discovery', pool: name }),
+        onStaleChange: (stale: boolean) =>
+          this.log.warn(
+            { pool: name, stale },
+            stale ? 'discovery unreachable, keeping the last set' : 'discovery back',
+          ),
+      });
+      const runtime = new PoolRuntime(name, pc, source, config.balancing.policy);
+      runtime.unsubscribe = source.onChange((backends) => {
+        this.metrics.discoveryUpdates.inc({ pool: name });
+        this.log.info({ pool: name, backends: backends.map((b) => b.id) }, 'backend set changed');
+        this.#waiters.wakeAll();
+      });
+      next.set(name, runtime);
+    }
+    const retired = [...this.#pools.values()].filter((p) => next.get(p.name) !== p);
+    this.#pools = next;
+    // Sessions already bound keep their backend connection; only new bindings use the new pools.
+    for (const p of retired) void p.close();
+  }
+
+  /** SIGHUP: apply a new configuration without dropping a session. */
+  async reload(config: SmtpLbConfig): Promise<void> {
+    const old = this.#config;
+    if (config.ledger.redis !== old.ledger.redis || config.node.id !== old.node.id) {
+      this.log.warn('ledger and node id changes need a restart; keeping the running ones');
+    }
+    this.#config = { ...config, ledger: old.ledger, node: old.node, admin: old.admin };
+    this.#router = new Router(config.routes);
+    this.#setPools(config);
+    for (const [name, listener] of this.#listeners) {
+      const lc = config.listeners.find((l) => l.name === name);
+      if (lc && sameAddress(lc, listener.config)) {
+        listener.update(lc);
+      } else {
+        this.#listeners.delete(name);
+        this.addresses.delete(name);
+        void listener.drain(this.#config.drainTimeout);
+      }
+    }
+    for (const lc of config.listeners) if (!this.#listeners.has(lc.name)) await this.#startListener(lc);
+    this.#waiters.wakeAll();
+    this.log.info(
+      { pools: Object.keys(config.pools), routes: config.routes.length },
+      'configuration reloaded',
+    );
+  }
+
+  status(): NodeStatus {
+    let sessions = 0;
+    for (const l of this.#listeners.values()) sessions += l.sessions;
+    return {
+      node: this.#config.node.id,
+      ready: this.ready,
+      draining: this.#draining,
+      ledger: { mode: this.ledger.mode },
+      sessions,
+      pools: [...this.#pools.values()].map((p) => ({
+        name: p.name,
+        ready: p.source.ready,
+        backends: p.source.current().map((b) => {
+          const effective = p.health.effectiveWeight(b.id, b.weight);
+          return {
+            id: b.id,
+            weight: b.weight,
+            effectiveWeight: effective,
+            maxConnections: b.maxConnections,
+            nodeConnections: this.ledger.nodeCount(b.id),
+            clusterConnections: this.ledger.count(b.id),
+            health: effective < b.weight ? ('penalised' as const) : ('ok' as const),
+          };
+        }),
+      })),
+    };
+  }
+
+  #refreshGauges(): void {
+    const m = this.metrics;
+    m.backendConnections.reset();
+    m.backendMaxConnections.reset();
+    m.discoveryBackends.reset();
+    for (const p of this.#pools.values()) {
+      const backends = p.source.current();
+      m.discoveryBackends.set({ pool: p.name, state: 'passing' }, backends.length);
+      for (const b of backends) {
+        m.backendConnections.set({ backend: b.id, scope: 'node' }, this.ledger.nodeCount(b.id));
+        m.backendConnections.set({ backend: b.id, scope: 'cluster' }, this.ledger.count(b.id));
+        m.backendMaxConnections.set({ backend: b.id }, b.maxConnections);
+      }
+    }
+    m.ledgerDegraded.set(this.ledger.mode === 'degraded' ? 1 : 0);
+  }
+
+  /**
+   * SIGTERM: readiness goes false at once, listeners stop accepting, idle sessions get 421 4.3.2,
+   * transactions in flight finish (up to drainTimeout), then slots are released.
+   */
+  async drain(): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.log.info({ timeoutMs: this.#config.drainTimeout }, 'draining');
+    await Promise.all([...this.#listeners.values()].map((l) => l.drain(this.#config.drainTimeout)));
+    await this.stop();
+  }
+
+  /** Stops everything now (tests, and the end of a drain). */
   async stop(): Promise<void> {
-    await Promise.all(this.listeners.map((l) => l.close()));
+    this.#draining = true;
+    await Promise.all([...this.#listeners.values()].map((l) => l.drain(0)));
+    this.#listeners.clear();
     for (const u of this.#unsubscribe.splice(0)) u();
-    await Promise.all([...this.#pools.values()].map((p) => p.source.close()));
+    await Promise.all([...this.#pools.values()].map((p) => p.close()));
+    this.#pools.clear();
+    await this.#admin?.close();
     await this.ledger.close();
   }
 }

@@ -9,14 +9,21 @@ export class PoolRuntime {
   readonly policy: BalancingPolicy;
   readonly health = new HealthPenalty();
   readonly caPem: Buffer | undefined;
+  /** Detaches the node's listener from the source. */
+  unsubscribe: () => void = () => {};
 
   constructor(
     readonly name: string,
     readonly config: PoolConfig,
     readonly source: BackendSource,
-    policy: BalancingPolicyName,
+    readonly policyName: BalancingPolicyName,
   ) {
-    this.policy = createPolicy(policy);
+    this.policy = createPolicy(policyName);
     this.caPem = config.tls.ca ? readFileSync(config.tls.ca) : undefined;
+  }
+
+  async close(): Promise<void> {
+    this.unsubscribe();
+    await this.source.close();
   }
 }

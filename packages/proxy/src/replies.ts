@@ -15,7 +15,11 @@ export const replies = {
   tooManyRecipients: () => reply(452, '4.5.3', 'Too many recipients, send the rest in a new transaction'),
   tooBig: (max: number) => reply(552, '5.3.4', `Message exceeds the maximum size of ${max} bytes`),
   bareNewline: () =>
-    reply(550, '5.6.0', 'Message contains a bare CR or LF, only CRLF line endings are allowed (RFC 5321 2.3.8)'),
+    reply(
+      550,
+      '5.6.0',
+      'Message contains a bare CR or LF, only CRLF line endings are allowed (RFC 5321 2.3.8)',
+    ),
   utf8NotAllowed: () =>
     reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter on MAIL FROM (RFC 6531)'),
   utf8Unsupported: () => reply(553, '5.6.7', 'The backend does not support SMTPUTF8 for this address'),

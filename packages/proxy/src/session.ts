@@ -4,7 +4,13 @@
 // counter. The client sees 250 for a message only when the backend said 2xx to that message.
 import type { Readable } from 'node:stream';
 import type { ListenerConfig } from '@smtp-lb/config';
-import type { ClientIdentity, MailCommand, Reply, UpstreamConnection, UpstreamError } from '@smtp-lb/upstream';
+import type {
+  ClientIdentity,
+  MailCommand,
+  Reply,
+  UpstreamConnection,
+  UpstreamError,
+} from '@smtp-lb/upstream';
 import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
 import type { Binder, BoundBackend } from './binder.js';
 import type { Logger } from './logger.js';
@@ -68,6 +74,7 @@ export class ProxySession {
   /** The bound backend has an open transaction (MAIL accepted, not finished by DATA). */
   #dirty = false;
   #inData = false;
+  #inRcpt = false;
   #tx: Transaction | undefined;
   #mailArgs: SMTPServerAddress['args'] = false;
   #rcptArgs = new Map<string, SMTPServerAddress['args']>();
@@ -94,6 +101,15 @@ export class ProxySession {
   }
 
   async rcptTo(to: SMTPServerAddress): Promise<Reply> {
+    this.#inRcpt = true;
+    try {
+      return await this.#rcptTo(to);
+    } finally {
+      this.#inRcpt = false;
+    }
+  }
+
+  async #rcptTo(to: SMTPServerAddress): Promise<Reply> {
     const tx = this.#tx;
     if (!tx) return replies.backendLost();
     const utf8 = this.#mailArgs && (this.#mailArgs as Record<string, unknown>).SMTPUTF8 === true;
@@ -201,9 +217,9 @@ export class ProxySession {
     else void bound.conn.quit();
   }
 
-  /** Drain: a session between transactions gets 421 and its backend is released. */
+  /** Between transactions, with no command in flight: a drain may close it with 421. */
   get idle(): boolean {
-    return !this.#inData && (this.#tx === undefined || !this.#tx.mailAtBackend);
+    return !this.#inData && !this.#inRcpt && this.#tx === undefined;
   }
 
   async #ensureBound(poolName: string): Promise<BoundBackend | Reply> {
@@ -219,7 +235,13 @@ export class ProxySession {
       this.log.error({ pool: poolName }, 'route points at an unknown pool');
       return replies.noBackend();
     }
-    const res = await this.#d.binder.bind(pool, this.#identity(), this.#listener.hostname, this.log, this.#abort.signal);
+    const res = await this.#d.binder.bind(
+      pool,
+      this.#identity(),
+      this.#listener.hostname,
+      this.log,
+      this.#abort.signal,
+    );
     if (!res.ok) return res.reply;
     if (this.closed) {
       void res.bound.conn.quit();
@@ -231,7 +253,8 @@ export class ProxySession {
       if (this.#bound === res.bound) {
         this.#bound = undefined;
         this.#dirty = false;
-        if (!this.closed) this.log.info({ backend: res.bound.backend.id }, 'backend closed the kept connection');
+        if (!this.closed)
+          this.log.info({ backend: res.bound.backend.id }, 'backend closed the kept connection');
       }
     });
     this.log.debug({ backend: res.bound.backend.id, pool: poolName }, 'bound to backend');

@@ -13,7 +13,11 @@ export class SlotWaiters {
   }
 
   /** Waits until one of `ids` may have a free slot, `timeoutMs` passes or `signal` aborts. */
-  wait(ids: ReadonlySet<string>, timeoutMs: number, signal?: AbortSignal): Promise<'woken' | 'timeout' | 'aborted'> {
+  wait(
+    ids: ReadonlySet<string>,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<'woken' | 'timeout' | 'aborted'> {
     return new Promise((resolve) => {
       const finish = (how: 'woken' | 'timeout' | 'aborted') => {
         clearTimeout(timer);

@@ -247,6 +247,7 @@ class CaptureConnection {
   private data?: DataState;
   private readonly keepData: boolean;
   private isClosed = false;
+  private counted = false;
 
   constructor(
     private socket: net.Socket,
@@ -266,6 +267,7 @@ class CaptureConnection {
   private watch(socket: net.Socket): void {
     socket.on('end', () => {
       this.session.closedBy ??= 'client';
+      this.finish();
     });
     socket.on('error', () => {
       this.session.closedBy ??= 'client';
@@ -275,8 +277,18 @@ class CaptureConnection {
       this.isClosed = true;
       this.state = 'dead';
       if (this.buf.length > 0) this.session.trailing = this.buf;
-      this.hooks.closed();
+      this.finish();
     });
+  }
+
+  /**
+   * The connection stops counting towards `current` as a real MTA frees its slot: when it has said
+   * goodbye (221) or the client has hung up, whichever comes first, not when the last FIN is seen.
+   */
+  private finish(): void {
+    if (this.counted) return;
+    this.counted = true;
+    this.hooks.closed();
   }
 
   private scheduleGreeting(): void {
@@ -490,6 +502,7 @@ class CaptureConnection {
             this.session.closedBy ??= 'server';
             this.state = 'dead';
             this.socket.end();
+            this.finish();
           },
         };
       default:

@@ -1,0 +1,108 @@
+// Admin HTTP (DESIGN.md "Admin HTTP"): /metrics for Prometheus, /healthz (the process is alive),
+// /readyz (ready to take sessions), /status (JSON for `smtp-lb status` and humans). Bound to
+// localhost by default; /status may require a bearer token.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AdminConfig } from '@smtp-lb/config';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+
+export interface NodeStatus {
+  node: string;
+  ready: boolean;
+  draining: boolean;
+  ledger: { mode: string };
+  sessions: number;
+  pools: Array<{
+    name: string;
+    ready: boolean;
+    backends: Array<{
+      id: string;
+      weight: number;
+      effectiveWeight: number;
+      maxConnections: number;
+      nodeConnections: number;
+      clusterConnections: number;
+      health: 'ok' | 'penalised';
+    }>;
+  }>;
+}
+
+export interface AdminDeps {
+  metrics: Metrics;
+  status: () => NodeStatus;
+  log: Logger;
+}
+
+export class AdminServer {
+  readonly #server: Server;
+  readonly #config: AdminConfig;
+  readonly #d: AdminDeps;
+
+  constructor(config: AdminConfig, deps: AdminDeps) {
+    this.#config = config;
+    this.#d = deps;
+    this.#server = createServer((req, res) => {
+      this.#handle(req, res).catch((err: unknown) => {
+        deps.log.error({ err }, 'admin request failed');
+        if (!res.headersSent) res.writeHead(500);
+        res.end();
+      });
+    });
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    switch (path) {
+      case '/metrics': {
+        const body = await this.#d.metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': this.#d.metrics.registry.contentType }).end(body);
+        return;
+      }
+      case '/healthz':
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+        return;
+      case '/readyz': {
+        const s = this.#d.status();
+        const why = s.draining ? 'draining' : s.ready ? 'ready' : 'no backend set known yet';
+        res.writeHead(s.ready ? 200 : 503, { 'content-type': 'text/plain' }).end(`${why}\n`);
+        return;
+      }
+      case '/status': {
+        const token = this.#config.token;
+        if (token && req.headers.authorization !== `Bearer ${token}`) {
+          res.writeHead(401, { 'www-authenticate': 'Bearer' }).end();
+          return;
+        }
+        res
+          .writeHead(200, { 'content-type': 'application/json' })
+          .end(`${JSON.stringify(this.#d.status(), null, 2)}\n`);
+        return;
+      }
+      default:
+        res.writeHead(404).end();
+    }
+  }
+
+  listen(): Promise<{ host: string; port: number }> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.#config.listen.port, this.#config.listen.host, () => {
+        this.#server.off('error', reject);
+        const a = this.#server.address();
+        if (a && typeof a === 'object') resolve({ host: a.address, port: a.port });
+        else reject(new Error('admin server has no address'));
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
+  }
+}
