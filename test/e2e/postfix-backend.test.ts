@@ -55,7 +55,9 @@ describe('Postfix as the backend', { timeout: 120_000 }, () => {
     const [line] = await postfix.waitForLog(new RegExp(`${queueId}: client=[^\\n]*`), 10_000);
     assert.match(line, /client=unknown\[127\.0\.0\.2\]/);
     assert.doesNotMatch(line, /\[127\.0\.0\.1\]/);
-    const [helo] = await postfix.waitForLog(new RegExp(`${queueId}: [^\\n]*helo=<[^>]*>`), 10_000).catch(() => ['']);
+    const [helo] = await postfix
+      .waitForLog(new RegExp(`${queueId}: [^\\n]*helo=<[^>]*>`), 10_000)
+      .catch(() => ['']);
     if (helo) assert.match(helo, /helo=<client\.example\.org>/);
     const msgs = await sink.waitForMessages(1, 20_000);
     assert.ok(msgs.some((m) => m.rcptTo.includes('bob@example.test')));
@@ -81,7 +83,10 @@ describe('Postfix as the backend', { timeout: 120_000 }, () => {
     // MAIL is answered by the node; Postfix's refusal of the sender answers the first RCPT.
     const rcpt = replyTo(spammer.transcript, 'RCPT');
     assert.equal(rcpt?.code, 554, spammer.stdout);
-    assert.match(rcpt!.lines.join('\n'), /^554 5\.7\.1 <spammer@example\.org>: Sender address rejected: Go away/);
+    assert.match(
+      rcpt!.lines.join('\n'),
+      /^554 5\.7\.1 <spammer@example\.org>: Sender address rejected: Go away/,
+    );
   });
 
   test('nodemailer: several recipients, one refused, the rest delivered', async () => {

@@ -105,6 +105,6 @@ export class Metrics {
   }
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'smtp_lb_process_' });
+    collectDefaultMetrics({ register: this.registry });
   }
 }
