@@ -6,7 +6,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { freePort, startCaptureBackend } from '@smtp-lb/testkit';
+import { freePort, runCommand, startCaptureBackend } from '@smtp-lb/testkit';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { simpleConfig, startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
@@ -110,6 +110,17 @@ describe('admin HTTP', { timeout: 60_000 }, () => {
     assert.deepEqual(
       status.pools[0]!.backends.map((b) => [b.id, b.weight, b.maxConnections, b.nodeConnections]),
       [[id, 3, 7, 1]],
+    );
+    // The same, as the operator's table.
+    // (spawned asynchronously: the node lives in this process and must keep answering)
+    const table = await runCommand(process.execPath, [CLI, 'status', '--admin', admin], {
+      timeoutMs: 20_000,
+    });
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /ledger memory/);
+    assert.match(
+      table.stdout,
+      new RegExp(`default\\s+${id.replace(/\./g, '\\.')}\\s+3\\s+7\\s+1\\s+1\\s+ok`),
     );
     held.close();
   });

@@ -17,7 +17,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { PoolRuntime } from './pool-runtime.js';
 import { isPositive, replies } from './replies.js';
-import { domainOf, type Router } from './router.js';
+import type { Router } from './router.js';
 
 export interface SessionDeps {
   router: () => Router;

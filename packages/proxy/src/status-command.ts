@@ -1,0 +1,69 @@
+// `smtp-lb status [--admin URL] [--token T]`: a node's /status as a table an operator can read at
+// 3 am: ledger mode, then per pool each backend's weight, cap, connections and health.
+import type { NodeStatus } from './admin.js';
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(widths[i]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+export function formatStatus(s: NodeStatus): string {
+  const head = `node ${s.node}  ${s.draining ? 'DRAINING' : s.ready ? 'ready' : 'NOT READY'}  ledger ${s.ledger.mode}  sessions ${s.sessions}`;
+  const rows = [['POOL', 'BACKEND', 'WEIGHT', 'CAP', 'NODE', 'CLUSTER', 'HEALTH']];
+  for (const p of s.pools) {
+    if (p.backends.length === 0)
+      rows.push([p.name, p.ready ? '(no backends)' : '(discovery pending)', '', '', '', '', '']);
+    for (const b of p.backends) {
+      const weight = b.effectiveWeight < b.weight ? `${b.effectiveWeight}/${b.weight}` : String(b.weight);
+      rows.push([
+        p.name,
+        b.id,
+        weight,
+        String(b.maxConnections),
+        String(b.nodeConnections),
+        String(b.clusterConnections),
+        b.clusterConnections >= b.maxConnections ? 'AT CAP' : b.health,
+      ]);
+    }
+  }
+  return `${head}\n${table(rows)}\n`;
+}
+
+export async function runStatus(
+  argv: string[],
+  out: NodeJS.WritableStream,
+  err: NodeJS.WritableStream,
+): Promise<number> {
+  let admin = process.env.SMTP_LB_ADMIN ?? 'http://127.0.0.1:9090';
+  let token = process.env.SMTP_LB_ADMIN_TOKEN;
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--admin') admin = argv[++i] ?? admin;
+    else if (argv[i] === '--token') token = argv[++i];
+    else {
+      err.write(`usage: smtp-lb status [--admin URL] [--token TOKEN]\n`);
+      return 2;
+    }
+  }
+  try {
+    const res = await fetch(`${admin.replace(/\/$/, '')}/status`, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+      signal: AbortSignal.timeout(5000),
+    });
+    if (!res.ok) {
+      err.write(`smtp-lb status: ${admin} answered ${res.status}\n`);
+      return 1;
+    }
+    out.write(formatStatus((await res.json()) as NodeStatus));
+    return 0;
+  } catch (e) {
+    err.write(`smtp-lb status: cannot reach ${admin}: ${(e as Error).message}\n`);
+    return 1;
+  }
+}
