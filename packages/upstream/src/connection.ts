@@ -383,7 +383,8 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     if (commands.length === 0) return;
     for (const command of commands) {
       const reply = await this.command('xclient', command, this.opts.timeouts.command);
-      if (reply.code !== 220) {
+      // Postfix's smtpd accepts with a new 220 greeting; Postfix's own smtp-sink accepts with 250.
+      if (reply.code !== 220 && reply.code !== 250) {
         // Not authorised (550) or not understood: fail closed, never go on without the identity.
         throw this.fatal(
           new UpstreamError('EXCLIENT', 'xclient', `backend refused XCLIENT: ${reply.code}`, {
