@@ -10,7 +10,7 @@ export interface Lease {
 
 export type LedgerMode = 'memory' | 'redis' | 'degraded';
 
-export interface Ledger {
+export interface Ledger extends LedgerEvents {
   readonly mode: LedgerMode;
   /**
    * Takes a slot on `backendId` only if the count there is below `cap` (cluster-wide for Redis).
@@ -24,4 +24,16 @@ export interface Ledger {
   /** Called when a slot of `backendId` may have become free (here or on another node). */
   onRelease(listener: (backendId: string) => void): () => void;
   close(): Promise<void>;
+}
+
+/**
+ * Optional hooks (added after the first contract). RedisLedger has them; MemoryLedger never changes
+ * mode nor talks to anything, so it has none. The proxy uses them for the `smtp_lb_ledger_degraded`
+ * gauge, `smtp_lb_ledger_errors_total` and log lines.
+ */
+export interface LedgerEvents {
+  /** Called with the new mode when it changes ('redis' <-> 'degraded'). */
+  onModeChange?(listener: (mode: LedgerMode) => void): () => void;
+  /** Called for each failed Redis operation (the ledger carries on: degraded, or resynced). */
+  onError?(listener: (err: Error & { code: string }) => void): () => void;
 }

@@ -1,0 +1,102 @@
+// Turns the configured Redis target (URL, Sentinel or Cluster) into an ioredis client tuned for
+// the ledger: no offline queue and no command replay, so a call made while Redis is away fails
+// at once (the ledger then degrades) instead of hanging or running twice after a reconnect.
+import type { ConnectionOptions } from 'node:tls';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+
+export type RedisTarget =
+  /** redis://[user:password@]host:port/db, or rediss:// for TLS. */
+  | string
+  | { url: string; tls?: ConnectionOptions }
+  | {
+      /** host:port or redis:// URLs of the sentinels. */
+      sentinels: Array<string | { host: string; port: number }>;
+      /** Name of the monitored master. */
+      name: string;
+      username?: string;
+      password?: string;
+      sentinelPassword?: string;
+      db?: number;
+      tls?: ConnectionOptions;
+    }
+  | {
+      /** redis:// or rediss:// URLs of some cluster nodes; credentials and TLS from the first. */
+      cluster: string[];
+      tls?: ConnectionOptions;
+    };
+
+export type LedgerClient = Redis | Cluster;
+
+export interface ClientRole {
+  /** The subscriber queues its SUBSCRIBE until connected and re-subscribes after a reconnect. */
+  subscriber: boolean;
+  connectionName: string;
+  connectTimeoutMs: number;
+}
+
+const retry = (times: number) => Math.min(100 * times, 1000);
+
+function parseNode(s: string) {
+  const u = new URL(s.includes('://') ? s : `redis://${s}`);
+  return {
+    host: u.hostname.replace(/^\[(.*)\]$/, '$1'),
+    port: u.port ? Number(u.port) : 6379,
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    tls: u.protocol === 'rediss:',
+  };
+}
+
+function base(role: ClientRole): RedisOptions {
+  return {
+    connectionName: role.connectionName,
+    connectTimeout: role.connectTimeoutMs,
+    // The ready check's INFO can race a SUBSCRIBE and be refused in subscriber mode, and the
+    // subscription is then lost (ioredis issue #2037); the subscriber needs no ready check.
+    enableReadyCheck: !role.subscriber,
+    enableOfflineQueue: role.subscriber,
+    maxRetriesPerRequest: role.subscriber ? null : 0,
+    autoResendUnfulfilledCommands: role.subscriber,
+    retryStrategy: retry,
+  };
+}
+
+export function createClient(target: RedisTarget, role: ClientRole): LedgerClient {
+  const options = base(role);
+  if (typeof target === 'string') return new Redis(target, options);
+  if ('url' in target)
+    return new Redis(target.url, { ...options, ...(target.tls ? { tls: target.tls } : {}) });
+  if ('sentinels' in target) {
+    return new Redis({
+      ...options,
+      sentinels: target.sentinels.map((s) => (typeof s === 'string' ? parseNode(s) : s)),
+      name: target.name,
+      username: target.username,
+      password: target.password,
+      sentinelPassword: target.sentinelPassword,
+      db: target.db,
+      sentinelRetryStrategy: retry,
+      ...(target.tls ? { tls: target.tls } : {}),
+    });
+  }
+  const nodes = target.cluster.map(parseNode);
+  const first = nodes[0];
+  if (!first) throw new RangeError('ledger: a Redis Cluster target needs at least one node URL');
+  return new Cluster(
+    nodes.map(({ host, port }) => ({ host, port })),
+    {
+      enableOfflineQueue: options.enableOfflineQueue,
+      clusterRetryStrategy: retry,
+      redisOptions: {
+        connectionName: options.connectionName,
+        connectTimeout: options.connectTimeout,
+        enableReadyCheck: options.enableReadyCheck,
+        maxRetriesPerRequest: options.maxRetriesPerRequest,
+        autoResendUnfulfilledCommands: options.autoResendUnfulfilledCommands,
+        username: first.username,
+        password: first.password,
+        ...(target.tls || first.tls ? { tls: target.tls ?? {} } : {}),
+      },
+    },
+  );
+}

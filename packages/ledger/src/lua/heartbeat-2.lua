@@ -1,0 +1,30 @@
+--[[
+  Renews this node's lease on a backend and reads the live count (the node's periodic refresh).
+
+  KEYS[1]  counts  HASH  node id -> connections held
+  KEYS[2]  nodes   ZSET  node id -> lease expiry (ms)
+
+  ARGV[1]  node id
+  ARGV[2]  lease ttl (ms)
+  ARGV[3]  release channel
+  ARGV[4]  backend id
+
+  Returns {code, total, present, own}
+    code     1 ok, -1 bad argument, -2 wrong key type
+    total    live connections on the backend
+    present  1 if this node's lease was alive before the call
+    own      connections Redis counts for this node
+]]
+-- @include lease-common
+
+local counts, nodes = KEYS[1], KEYS[2]
+local node, ttl, channel, backend = ARGV[1], natural(ARGV[2]), ARGV[3], ARGV[4]
+if node == nil or node == '' or ttl == nil or ttl == 0 then return { -1, 0, 0, 0 } end
+if wrongType(counts, nodes) then return { -2, 0, 0, 0 } end
+
+local now = nowMs()
+local total = prune(counts, nodes, now, channel, backend)
+local present = alive(nodes, node)
+local own = tonumber(redis.call('HGET', counts, node)) or 0
+keepAlive(counts, nodes, node, now, ttl)
+return { 1, total, present, own }

@@ -1,0 +1,31 @@
+// Redis key layout. Every key starts with the configured prefix. The keys of one backend share
+// the hash tag {<backend>}, so a script touching both lands on one Redis Cluster slot, and
+// different backends spread over the cluster.
+
+export interface BackendKeys {
+  /** HASH node id -> connections that node holds on the backend. */
+  readonly counts: string;
+  /** ZSET node id -> lease expiry (ms, Redis clock). */
+  readonly nodes: string;
+}
+
+export class RedisKeys {
+  constructor(readonly prefix: string) {}
+
+  backend(backendId: string): BackendKeys {
+    // A "}" would end the hash tag early and split the pair over two slots; backend ids are
+    // host:port, so this only guards against odd ids.
+    const tag = backendId.replaceAll('}', '%7D');
+    return { counts: `${this.prefix}:{${tag}}:counts`, nodes: `${this.prefix}:{${tag}}:nodes` };
+  }
+
+  /** ZSET node id -> liveness expiry: how many nodes run (for the local share without Redis). */
+  get liveNodes(): string {
+    return `${this.prefix}:{nodes}:live`;
+  }
+
+  /** Pub/sub channel of releases (JSON {b: backend, n: node id or '', t: total}). */
+  get releaseChannel(): string {
+    return `${this.prefix}:released`;
+  }
+}
