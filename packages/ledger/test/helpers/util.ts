@@ -1,0 +1,56 @@
+// Small shared test utilities: unique key prefixes, polling with a deadline, waiting for a
+// release event, and a FIFO of waiters like the proxy's (woken by releases, not by polling).
+import type { Ledger } from '../../src/types.js';
+
+let seq = 0;
+export const uniquePrefix = (name: string) => `t-${name}-${process.pid}-${++seq}`;
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** Resolves with the elapsed ms when `ledger` reports a release of `backendId`. */
+export function nextRelease(ledger: Ledger, backendId: string, timeoutMs: number): Promise<number> {
+  const t0 = Date.now();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no release of ${backendId} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const off = ledger.onRelease((id) => {
+      if (id !== backendId) return;
+      clearTimeout(timer);
+      off();
+      resolve(Date.now() - t0);
+    });
+  });
+}
+
+/** One FIFO of waiters per ledger; each release event wakes the oldest waiter. */
+export class Waiters {
+  private readonly queue: Array<() => void> = [];
+  constructor(ledger: Ledger) {
+    ledger.onRelease(() => this.queue.shift()?.());
+  }
+  /** Waits for a wake-up, or gives up after `ms` (the caller then simply retries). */
+  wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        const i = this.queue.indexOf(wake);
+        if (i >= 0) this.queue.splice(i, 1);
+        resolve();
+      }, ms);
+      this.queue.push(wake);
+    });
+  }
+}

@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { type RedisServer, startRedis } from '@smtp-lb/testkit';
+import { Redis } from 'ioredis';
+import { RedisKeys } from '../src/redis-keys.js';
+import { RedisLedger } from '../src/redis-ledger.js';
+import { nextRelease, sleep, uniquePrefix } from './helpers/util.js';
+
+const fixture = fileURLToPath(new URL('./fixtures/hold-leases.js', import.meta.url));
+
+describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => {
+  let redis: RedisServer;
+  let admin: Redis;
+  before(async () => {
+    redis = await startRedis();
+    admin = new Redis(redis.url);
+  });
+  after(async () => {
+    admin.disconnect();
+    await redis.stop();
+  });
+
+  it('a SIGKILLed node stops counting within the lease ttl (+1 s), and waiters are woken', async (t) => {
+    const prefix = uniquePrefix('expiry');
+    const ttl = 1500;
+    const child = spawn(
+      process.execPath,
+      [
+        fixture,
+        JSON.stringify({ url: redis.url, prefix, nodeId: 'doomed', ttl, backend: 'mx:25', n: 5, cap: 5 }),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+    assert.deepEqual(JSON.parse(line.toString()), { got: 5 });
+
+    const survivor = await RedisLedger.create({
+      redis: redis.url,
+      nodeId: 'survivor',
+      leaseTtlMs: ttl,
+      onRedisDown: 'reject',
+      keyPrefix: prefix,
+    });
+    try {
+      // Let the doomed node beat at least once more, then kill it without any chance to clean up.
+      await sleep(ttl / 2);
+      assert.equal(await survivor.tryAcquire('mx:25', 5), undefined, 'the live node holds all 5');
+      const woken = nextRelease(survivor, 'mx:25', ttl + 2000);
+      child.kill('SIGKILL');
+      const killedAt = Date.now();
+      await once(child, 'exit');
+      assert.deepEqual(await admin.hgetall(new RedisKeys(prefix).backend('mx:25').counts), { doomed: '5' });
+
+      let lease = await survivor.tryAcquire('mx:25', 5);
+      while (!lease) {
+        assert.ok(Date.now() - killedAt <= ttl + 1000, 'the dead node still counts after ttl + 1 s');
+        await sleep(50);
+        lease = await survivor.tryAcquire('mx:25', 5);
+      }
+      const freedAfter = Date.now() - killedAt;
+      t.diagnostic(`dead node's slots free after ${freedAfter} ms (ttl ${ttl} ms)`);
+      await woken;
+      assert.equal(survivor.count('mx:25'), 1, 'only the survivor counts now');
+      assert.deepEqual(await admin.hgetall(new RedisKeys(prefix).backend('mx:25').counts), { survivor: '1' });
+      lease.release();
+    } finally {
+      child.kill('SIGKILL');
+      await survivor.close();
+    }
+  });
+
+  it('a live node that holds slots keeps them past many ttls (its heartbeat renews them)', async () => {
+    const prefix = uniquePrefix('renew');
+    const ttl = 600;
+    const [a, b] = await Promise.all(
+      ['a', 'b'].map((nodeId) =>
+        RedisLedger.create({
+          redis: redis.url,
+          nodeId,
+          leaseTtlMs: ttl,
+          onRedisDown: 'reject',
+          keyPrefix: prefix,
+        }),
+      ),
+    );
+    try {
+      const leases = await Promise.all([1, 2].map(() => a!.tryAcquire('mx:25', 2)));
+      assert.ok(leases.every(Boolean));
+      await sleep(ttl * 4);
+      assert.equal(await b!.tryAcquire('mx:25', 2), undefined, 'a still counts after 4 ttls');
+      assert.equal(b!.count('mx:25'), 2);
+    } finally {
+      await Promise.all([a!.close(), b!.close()]);
+    }
+  });
+});
