@@ -7,7 +7,7 @@ import { type RedisServer, startRedis } from '@smtp-lb/testkit';
 import { Redis } from 'ioredis';
 import { RedisKeys } from '../src/redis-keys.js';
 import { RedisLedger } from '../src/redis-ledger.js';
-import { nextRelease, sleep, uniquePrefix } from './helpers/util.js';
+import { nextRelease, sleep, uniquePrefix, waitFor } from './helpers/util.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/hold-leases.js', import.meta.url));
 
@@ -69,6 +69,38 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
     } finally {
       child.kill('SIGKILL');
       await survivor.close();
+    }
+  });
+
+  it('a node that stalled past its ttl and was pruned puts its slots back when it wakes', async () => {
+    const prefix = uniquePrefix('lapse');
+    const ttl = 600;
+    const k = new RedisKeys(prefix).backend('mx:25');
+    const [a, b] = await Promise.all(
+      ['a', 'b'].map((nodeId) =>
+        RedisLedger.create({
+          redis: redis.url,
+          nodeId,
+          leaseTtlMs: ttl,
+          onRedisDown: 'reject',
+          keyPrefix: prefix,
+        }),
+      ),
+    );
+    try {
+      assert.ok((await Promise.all([1, 2].map(() => a!.tryAcquire('mx:25', 2)))).every(Boolean));
+      assert.equal(await b!.tryAcquire('mx:25', 2), undefined, 'a holds the whole cap');
+      // A stall (GC pause, blocked event loop) longer than the ttl: no heartbeat goes out.
+      const until = Date.now() + ttl + 300;
+      while (Date.now() < until);
+      // b runs first and prunes a as dead: a's two slots stop counting, b gets one.
+      assert.ok(await b!.tryAcquire('mx:25', 2));
+      // a's next heartbeat finds its lease gone while it still holds 2, and re-asserts them.
+      await waitFor('a re-asserted', async () => (await admin.hget(k.counts, 'a')) === '2', 3000);
+      assert.equal(await b!.tryAcquire('mx:25', 3), undefined, 'the cap counts a again (2 + 1)');
+      assert.equal(a!.mode, 'redis');
+    } finally {
+      await Promise.all([a!.close(), b!.close()]);
     }
   });
 
