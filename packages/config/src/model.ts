@@ -126,6 +126,8 @@ export interface AdmissionConfig {
 export interface LedgerConfig {
   /** Absent: in-memory ledger (one node). */
   redis?: string;
+  /** Seed nodes of a Redis Cluster (instead of `redis`). */
+  redisCluster?: string[];
   leaseTtl: number;
   onRedisDown: 'local-share' | 'reject';
   /** Key prefix (all keys also carry one hash tag). */

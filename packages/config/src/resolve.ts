@@ -308,12 +308,23 @@ class Resolver {
     if (/[{}]/.test(keyPrefix)) {
       this.issues.add(['ledger', 'keyPrefix'], 'EVALUE', 'must not contain "{" or "}"');
     }
+    if (raw.redis !== undefined && raw.redisCluster !== undefined) {
+      this.issues.add(['ledger', 'redisCluster'], 'EVALUE', 'give either redis or redisCluster, not both');
+    }
     return {
       ...optional(
         'redis',
         raw.redis === undefined
           ? undefined
           : this.parsed(['ledger', 'redis'], parseUrl(raw.redis, ['redis:', 'rediss:']), ''),
+      ),
+      ...optional(
+        'redisCluster',
+        Array.isArray(raw.redisCluster)
+          ? raw.redisCluster.map((u, i) =>
+              this.parsed(['ledger', 'redisCluster', i], parseUrl(u, ['redis:', 'rediss:']), ''),
+            )
+          : undefined,
       ),
       leaseTtl: this.duration(['ledger', 'leaseTtl'], raw.leaseTtl, DEFAULTS.ledger.leaseTtl, MIN_LEASE_TTL),
       onRedisDown: (str(raw.onRedisDown) ?? DEFAULTS.ledger.onRedisDown) as LedgerConfig['onRedisDown'],

@@ -343,6 +343,10 @@ export const ConfigFileSchema = Closed(
           description: 'Redis URL (`redis://` or `rediss://`) for cluster-wide caps; absent: caps per node.',
           syntax: 'URL',
         }),
+        redisCluster: Type.Array(Type.String({ syntax: 'URL' }), {
+          minItems: 1,
+          description: 'Seed node URLs of a Redis Cluster, instead of `redis`.',
+        }),
         leaseTtl: Duration(
           'Connections of a dead node stop counting after this (at least 1s).',
           DEFAULTS.ledger.leaseTtl,
