@@ -15,6 +15,24 @@ import { Router } from './router.js';
 import type { SessionDeps } from './session.js';
 import { SlotWaiters } from './slot-waiters.js';
 
+async function createLedger(config: SmtpLbConfig, log: Logger, metrics: Metrics): Promise<Ledger> {
+  const { redis, redisCluster } = config.ledger;
+  if (!redis && !redisCluster) return new MemoryLedger();
+  const ledgerLog = log.child({ component: 'ledger' });
+  const ledger = await RedisLedger.create({
+    redis: redisCluster ? { cluster: redisCluster } : redis!,
+    nodeId: config.node.id,
+    leaseTtlMs: config.ledger.leaseTtl,
+    onRedisDown: config.ledger.onRedisDown,
+    keyPrefix: config.ledger.keyPrefix,
+    logger: ledgerLog,
+  });
+  metrics.ledgerDegraded.set(ledger.degraded ? 1 : 0);
+  ledger.onModeChange((mode) => metrics.ledgerDegraded.set(mode === 'degraded' ? 1 : 0));
+  ledger.onError(() => metrics.ledgerErrors.inc());
+  return ledger;
+}
+
 export interface NodeOptions {
   logger?: Logger;
 }
@@ -68,16 +86,7 @@ export class SmtpLbNode {
     await installReplyRelay();
     const log = (opts.logger ?? createLogger(config.log.level)).child({ node: config.node.id });
     const metrics = new Metrics();
-    const ledger: Ledger = config.ledger.redis
-      ? await RedisLedger.create({
-          redis: config.ledger.redis,
-          nodeId: config.node.id,
-          leaseTtlMs: config.ledger.leaseTtl,
-          onRedisDown: config.ledger.onRedisDown,
-          keyPrefix: config.ledger.keyPrefix,
-          logger: log.child({ component: 'ledger' }),
-        })
-      : new MemoryLedger();
+    const ledger = await createLedger(config, log, metrics);
     const node = new SmtpLbNode(config, ledger, log, metrics);
     try {
       await node.#start();
@@ -227,7 +236,6 @@ export class SmtpLbNode {
         m.backendMaxConnections.set({ backend: b.id }, b.maxConnections);
       }
     }
-    m.ledgerDegraded.set(this.ledger.mode === 'degraded' ? 1 : 0);
   }
 
   /**
