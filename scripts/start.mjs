@@ -3,8 +3,8 @@
 // demo-mail/), one smtp-lb node in front of them, and one message sent through it on start.
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..');
 const require = createRequire(join(root, 'packages/proxy/package.json'));
@@ -12,7 +12,10 @@ const { SMTPServer } = await import(require.resolve('smtp-server').replace('/cjs
 const nodemailer = (await import(require.resolve('nodemailer'))).default;
 
 const listen = process.env.SMTP_LB_LISTEN ?? '127.0.0.1:2525';
-const [host, port] = [listen.slice(0, listen.lastIndexOf(':')), Number(listen.slice(listen.lastIndexOf(':') + 1))];
+const [host, port] = [
+  listen.slice(0, listen.lastIndexOf(':')),
+  Number(listen.slice(listen.lastIndexOf(':') + 1)),
+];
 const mailDir = join(root, 'demo-mail');
 let queued = 0;
 
@@ -45,10 +48,14 @@ function demoBackend(port) {
 
 await demoBackend(2526);
 await demoBackend(2527);
-const node = spawn(process.execPath, [join(root, 'packages/proxy/dist/src/cli.js'), '--config', join(root, 'examples/smtp-lb.yaml')], {
-  stdio: ['ignore', 'inherit', 'inherit'],
-  env: { ...process.env, SMTP_LB_LISTEN: listen },
-});
+const node = spawn(
+  process.execPath,
+  [join(root, 'packages/proxy/dist/src/cli.js'), '--config', join(root, 'examples/smtp-lb.yaml')],
+  {
+    stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, SMTP_LB_LISTEN: listen },
+  },
+);
 node.on('exit', (code) => {
   console.log(`smtp-lb exited with ${code}`);
   process.exit(code ?? 1);
