@@ -26,6 +26,21 @@ export const DEFAULTS = {
   admin: { listen: '127.0.0.1:9090' },
   log: { level: 'info' },
   drainTimeout: '30s',
+  proxyProtocol: { timeout: '10s' },
+  shaping: {
+    limits: {
+      sessionsPerAddress: 0,
+      sessionsPerPrefix: 0,
+      rateLimit: 0,
+      connectionWindow: '1m',
+      messageWindow: '1h',
+      action: 'reject',
+    },
+    tarpit: { delay: '10s', maxSessions: 10000, rejectedRecipients: 0 },
+    greeting: { delay: '0s', earlyTalker: 'reject' },
+    dnsbl: { weight: 1, threshold: 1, action: 'tarpit', timeout: '2s', negativeTtl: '5m' },
+    policy: { timeout: '5s', at: ['rcpt'], onError: 'accept' },
+  },
 } as const;
 
 /** A lease shorter than this would expire between two renewals under ordinary load. */

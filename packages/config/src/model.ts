@@ -31,6 +31,12 @@ export interface ListenerTimeouts {
   idle: number;
 }
 
+export interface ListenerProxyProtocol {
+  trusted: string[];
+  /** A trusted peer must have sent its whole header within this (ms). */
+  timeout: number;
+}
+
 export interface ListenerConfig {
   name: string;
   listen: HostPort;
@@ -43,7 +49,7 @@ export interface ListenerConfig {
   maxRecipients: number;
   bareNewlines: BareNewlines;
   /** CIDRs whose connections must start with a PROXY header; absent: PROXY not accepted. */
-  proxyProtocol?: { trusted: string[] };
+  proxyProtocol?: ListenerProxyProtocol;
   tls?: ListenerTls;
   timeouts: ListenerTimeouts;
   /** Maximum concurrent client sessions on this listener (per node). */
@@ -148,6 +154,86 @@ export interface AdminConfig {
   token?: string;
 }
 
+/** What happens to a client over a limit, or caught by a check: refused now, or slowed down. */
+export type ShapingAction = 'reject' | 'tarpit';
+
+/** A rate: at most `limit` events per `window` ms (sliding window); limit 0 is off. */
+export interface RateLimit {
+  limit: number;
+  window: number;
+}
+
+export interface ClientLimitsConfig {
+  /** Concurrent sessions per client address, cluster-wide; 0 is off. */
+  sessionsPerAddress: number;
+  /** Concurrent sessions per /24 (IPv4) or /64 (IPv6), cluster-wide; 0 is off. */
+  sessionsPerPrefix: number;
+  /** New connections per client address. */
+  connectionRate: RateLimit;
+  /** Mail transactions (MAIL FROM) per client address. */
+  messageRate: RateLimit;
+  /** Over a limit: 421 4.7.0 and close, or the tarpit. */
+  action: ShapingAction;
+}
+
+export interface TarpitConfig {
+  /** Every reply of a tarpitted session is held this long (ms). */
+  delay: number;
+  /** Tarpitted sessions per node; beyond it they get 421 4.7.0. */
+  maxSessions: number;
+  /** RCPT replies >= 400 in one session that tarpit it; 0 is off. */
+  rejectedRecipients: number;
+}
+
+export interface GreetingConfig {
+  /** Wait this long before the 220 greeting, watching for early talkers; 0 is off. */
+  delay: number;
+  /** A client that talks before the greeting: 554 5.5.1 and close, or the tarpit. */
+  earlyTalker: ShapingAction;
+}
+
+export interface DnsblZone {
+  zone: string;
+  /** Added to the score when the zone lists the client; negative for allow lists (DNSWL). */
+  weight: number;
+  /** Only these answers count (`127.0.0.2`, `127.0.0.[2..11]`, `127.0.[0..255].[3;5]`); empty: any. */
+  codes: string[];
+}
+
+export interface DnsblConfig {
+  zones: DnsblZone[];
+  /** A score at or above this is a listed client. */
+  threshold: number;
+  action: ShapingAction;
+  /** DNS servers (host:port); empty: the system's. */
+  resolvers: HostPort[];
+  /** Per query; a zone that does not answer in time counts 0 (fail open). */
+  timeout: number;
+  /** How long a "not listed" answer is cached (ms); listed answers keep their record TTL. */
+  negativeTtl: number;
+}
+
+export type PolicyStage = 'rcpt' | 'data';
+
+export interface PolicyConfig {
+  /** Postfix policy delegation server (host:port). */
+  address: HostPort;
+  timeout: number;
+  at: PolicyStage[];
+  /** No answer in time or a broken connection: accept (fail open) or defer with 451 4.3.5. */
+  onError: 'accept' | 'defer';
+}
+
+export interface ShapingConfig {
+  /** Clients (CIDRs) exempt from limits, DNSBL, greeting delay and tarpit. */
+  allow: string[];
+  limits: ClientLimitsConfig;
+  tarpit: TarpitConfig;
+  greeting: GreetingConfig;
+  dnsbl?: DnsblConfig;
+  policy?: PolicyConfig;
+}
+
 export interface SmtpLbConfig {
   node: { id: string };
   listeners: ListenerConfig[];
@@ -161,4 +247,6 @@ export interface SmtpLbConfig {
   log: { level: LogLevel };
   /** SIGTERM: finish transactions within this, then exit. */
   drainTimeout: number;
+  /** Per-client limits, tarpit, early talkers, DNSBL and the policy service (all off by default). */
+  shaping: ShapingConfig;
 }

@@ -10,16 +10,29 @@ import type {
   BackendTlsSettings,
   BalancingConfig,
   ConsulConfig,
+  DnsblConfig,
   HostPort,
   LedgerConfig,
   ListenerConfig,
+  PolicyConfig,
   PoolConfig,
+  RateLimit,
   RouteConfig,
+  ShapingAction,
+  ShapingConfig,
   SmtpLbConfig,
   StaticBackend,
   TlsMode,
 } from './model.js';
-import { type Parsed, parseCidr, parseDuration, parseHostPort, parseSize, parseUrl } from './units.js';
+import {
+  type Parsed,
+  parseCidr,
+  parseDnsblCode,
+  parseDuration,
+  parseHostPort,
+  parseSize,
+  parseUrl,
+} from './units.js';
 import { isPlainObject } from './validate.js';
 
 export interface ResolveOptions {
@@ -92,6 +105,86 @@ class Resolver {
       admin,
       log: { level: (str(obj(raw.log).level) ?? DEFAULTS.log.level) as SmtpLbConfig['log']['level'] },
       drainTimeout: this.duration(['drainTimeout'], raw.drainTimeout, DEFAULTS.drainTimeout),
+      shaping: this.shaping(obj(raw.shaping)),
+    };
+  }
+
+  private shaping(raw: Obj): ShapingConfig {
+    const d = DEFAULTS.shaping;
+    const limits = obj(raw.limits);
+    const tarpit = obj(raw.tarpit);
+    const greeting = obj(raw.greeting);
+    const at: PathSegment[] = ['shaping'];
+    return {
+      allow: list(raw.allow).map((c, i) => this.parsed([...at, 'allow', i], parseCidr(c), '')),
+      limits: {
+        sessionsPerAddress: num(limits.sessionsPerAddress, d.limits.sessionsPerAddress),
+        sessionsPerPrefix: num(limits.sessionsPerPrefix, d.limits.sessionsPerPrefix),
+        connectionRate: this.rate(
+          [...at, 'limits', 'connectionRate'],
+          obj(limits.connectionRate),
+          d.limits.connectionWindow,
+        ),
+        messageRate: this.rate(
+          [...at, 'limits', 'messageRate'],
+          obj(limits.messageRate),
+          d.limits.messageWindow,
+        ),
+        action: (str(limits.action) ?? d.limits.action) as ShapingAction,
+      },
+      tarpit: {
+        delay: this.duration([...at, 'tarpit', 'delay'], tarpit.delay, d.tarpit.delay),
+        maxSessions: num(tarpit.maxSessions, d.tarpit.maxSessions),
+        rejectedRecipients: num(tarpit.rejectedRecipients, d.tarpit.rejectedRecipients),
+      },
+      greeting: {
+        delay: this.duration([...at, 'greeting', 'delay'], greeting.delay, d.greeting.delay),
+        earlyTalker: (str(greeting.earlyTalker) ?? d.greeting.earlyTalker) as ShapingAction,
+      },
+      ...optional('dnsbl', isPlainObject(raw.dnsbl) ? this.dnsbl([...at, 'dnsbl'], raw.dnsbl) : undefined),
+      ...optional(
+        'policy',
+        isPlainObject(raw.policy) ? this.policy([...at, 'policy'], raw.policy) : undefined,
+      ),
+    };
+  }
+
+  private rate(at: PathSegment[], raw: Obj, window: string): RateLimit {
+    return {
+      limit: num(raw.limit, DEFAULTS.shaping.limits.rateLimit),
+      window: this.duration([...at, 'window'], raw.window, window, '1s'),
+    };
+  }
+
+  private dnsbl(at: PathSegment[], raw: Obj): DnsblConfig {
+    const d = DEFAULTS.shaping.dnsbl;
+    return {
+      zones: list(raw.zones).map((z, i) => {
+        const zone = obj(z);
+        return {
+          zone: (str(zone.zone) ?? '').toLowerCase().replace(/\.$/, ''),
+          weight: num(zone.weight, d.weight),
+          codes: list(zone.codes).map((c, j) =>
+            this.parsed([...at, 'zones', i, 'codes', j], parseDnsblCode(c), ''),
+          ),
+        };
+      }),
+      threshold: num(raw.threshold, d.threshold),
+      action: (str(raw.action) ?? d.action) as ShapingAction,
+      resolvers: list(raw.resolvers).map((r, i) => this.address([...at, 'resolvers', i], r, false)),
+      timeout: this.duration([...at, 'timeout'], raw.timeout, d.timeout, '1ms'),
+      negativeTtl: this.duration([...at, 'negativeTtl'], raw.negativeTtl, d.negativeTtl),
+    };
+  }
+
+  private policy(at: PathSegment[], raw: Obj): PolicyConfig {
+    const d = DEFAULTS.shaping.policy;
+    const stages = raw.at === undefined ? [...d.at] : list(raw.at).map((s) => str(s) ?? '');
+    return {
+      address: this.address([...at, 'address'], raw.address, false),
+      timeout: this.duration([...at, 'timeout'], raw.timeout, d.timeout, '1ms'),
+      at: [...new Set(stages)] as PolicyConfig['at'],
+      onError: (str(raw.onError) ?? d.onError) as PolicyConfig['onError'],
     };
   }
 
@@ -116,6 +209,12 @@ class Resolver {
         proxy && {
           trusted: list(proxy.trusted).map((c, i) =>
             this.parsed([...at, 'proxyProtocol', 'trusted', i], parseCidr(c), ''),
+          ),
+          timeout: this.duration(
+            [...at, 'proxyProtocol', 'timeout'],
+            proxy.timeout,
+            DEFAULTS.proxyProtocol.timeout,
+            '1ms',
           ),
         },
       ),

@@ -150,6 +150,10 @@ export const ListenerSchema = Closed(
               'Peers (CIDRs or addresses) whose connections must start with a PROXY v1/v2 header; others may not send one.',
           },
         ),
+        timeout: Duration(
+          'A trusted peer must send its whole PROXY header within this, or is disconnected.',
+          DEFAULTS.proxyProtocol.timeout,
+        ),
       },
       ['trusted'],
     ),
@@ -288,6 +292,148 @@ export const RouteSchema = Closed(
   ['pool'],
 );
 
+const SHAPING_ACTIONS = ['reject', 'tarpit'] as const;
+const SH = DEFAULTS.shaping;
+
+function Cidr(description: string) {
+  return Type.String({
+    ...withDefault(description, undefined),
+    syntax: 'CIDR',
+    errorMessage: 'expected an address or CIDR like 10.0.0.0/8',
+  });
+}
+
+function Count(description: string, dflt: number) {
+  return Type.Integer({ minimum: 0, ...withDefault(description, dflt) });
+}
+
+function Rate(what: string, window: string) {
+  return Closed(
+    {
+      limit: Count(`${what} per window and client address; 0 is off.`, SH.limits.rateLimit),
+      window: Duration('Length of the sliding window (at least 1s).', window),
+    },
+    [],
+  );
+}
+
+/** postscreen's DNSBL return-code filter syntax: `127.0.0.2`, `127.0.0.[2..11]`, `127.0.[1;3;5].2`. */
+export const DNSBL_CODE_PATTERN =
+  '^(?:(?:[0-9]{1,3}|\\[[0-9]{1,3}(?:\\.\\.[0-9]{1,3})?(?:;[0-9]{1,3}(?:\\.\\.[0-9]{1,3})?)*\\])\\.){3}(?:[0-9]{1,3}|\\[[0-9]{1,3}(?:\\.\\.[0-9]{1,3})?(?:;[0-9]{1,3}(?:\\.\\.[0-9]{1,3})?)*\\])$';
+
+export const ShapingSchema = Closed(
+  {
+    allow: Type.Array(Cidr(''), {
+      description: 'Clients (CIDRs or addresses) exempt from limits, DNSBL, greeting delay and tarpit.',
+      default: [],
+    }),
+    limits: Closed(
+      {
+        sessionsPerAddress: Count(
+          'Concurrent sessions per client address, cluster-wide (Redis when `ledger.redis` is set); 0 is off.',
+          SH.limits.sessionsPerAddress,
+        ),
+        sessionsPerPrefix: Count(
+          'Concurrent sessions per /24 (IPv4) or /64 (IPv6), cluster-wide; 0 is off.',
+          SH.limits.sessionsPerPrefix,
+        ),
+        connectionRate: Rate('New connections', SH.limits.connectionWindow),
+        messageRate: Rate('Mail transactions (MAIL FROM)', SH.limits.messageWindow),
+        action: OneOf(SHAPING_ACTIONS, 'Over a limit: 421 4.7.0 and close, or the tarpit.', SH.limits.action),
+      },
+      [],
+    ),
+    tarpit: Closed(
+      {
+        delay: Duration('Every reply of a tarpitted session is held this long.', SH.tarpit.delay),
+        maxSessions: Type.Integer({
+          minimum: 1,
+          ...withDefault('Tarpitted sessions per node; beyond it 421 4.7.0.', SH.tarpit.maxSessions),
+        }),
+        rejectedRecipients: Count(
+          'RCPT replies of 400 or more in one session that tarpit it; 0 is off.',
+          SH.tarpit.rejectedRecipients,
+        ),
+      },
+      [],
+    ),
+    greeting: Closed(
+      {
+        delay: Duration(
+          'Wait this long before the greeting, watching for clients that talk first; 0 is off.',
+          SH.greeting.delay,
+        ),
+        earlyTalker: OneOf(
+          SHAPING_ACTIONS,
+          'A client that talks before the greeting: 554 5.5.1 and close, or the tarpit.',
+          SH.greeting.earlyTalker,
+        ),
+      },
+      [],
+    ),
+    dnsbl: Closed(
+      {
+        zones: Type.Array(
+          Closed(
+            {
+              zone: Domain('DNSBL or DNSWL zone, e.g. zen.spamhaus.org.'),
+              weight: Type.Integer({
+                ...withDefault('Added to the score when listed; negative for allow lists.', SH.dnsbl.weight),
+              }),
+              codes: Type.Array(
+                Type.String({
+                  pattern: DNSBL_CODE_PATTERN,
+                  syntax: 'DNSBL code',
+                  errorMessage: 'expected an address pattern like 127.0.0.2 or 127.0.0.[2..11]',
+                }),
+                { description: 'Only these answers count (`127.0.0.[2..11]`); absent: any answer.' },
+              ),
+            },
+            ['zone'],
+          ),
+          { minItems: 1, description: 'Zones asked about each client, like postscreen_dnsbl_sites.' },
+        ),
+        threshold: Type.Integer({
+          ...withDefault('A score at or above this makes the client listed.', SH.dnsbl.threshold),
+        }),
+        action: OneOf(
+          SHAPING_ACTIONS,
+          'A listed client: 554 5.7.1 and close, or the tarpit.',
+          SH.dnsbl.action,
+        ),
+        resolvers: Type.Array(Address(''), {
+          description: "DNS servers to ask (`host:port`); absent: the system's.",
+        }),
+        timeout: Duration('Per query; a zone that does not answer counts 0 (fail open).', SH.dnsbl.timeout),
+        negativeTtl: Duration(
+          'How long a "not listed" answer is cached (listed answers keep their TTL).',
+          SH.dnsbl.negativeTtl,
+        ),
+      },
+      ['zones'],
+    ),
+    policy: Closed(
+      {
+        address: Address('Postfix policy delegation server, e.g. postgrey at 127.0.0.1:10023.'),
+        timeout: Duration('Wait this long for an answer, then `onError`.', SH.policy.timeout),
+        at: Type.Array(OneOf(['rcpt', 'data'], ''), {
+          minItems: 1,
+          description: 'Ask at each RCPT, and/or at the end of DATA before the backend gets the final dot.',
+          default: SH.policy.at,
+        }),
+        onError: OneOf(
+          ['accept', 'defer'],
+          'No answer in time or a broken connection: go on (fail open), or 451 4.3.5.',
+          SH.policy.onError,
+        ),
+      },
+      ['address'],
+    ),
+  },
+  [],
+  { description: 'Traffic shaping: per-client limits, tarpit, early talkers, DNSBL, policy service.' },
+);
+
 export const ConfigFileSchema = Closed(
   {
     node: Closed(
@@ -393,6 +539,7 @@ export const ConfigFileSchema = Closed(
       'On SIGTERM, sessions get this long to finish their transaction.',
       DEFAULTS.drainTimeout,
     ),
+    shaping: ShapingSchema,
   },
   ['listeners', 'pools'],
 );

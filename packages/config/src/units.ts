@@ -109,6 +109,36 @@ export function parseCidr(value: unknown): Parsed<string> {
   return ok(`${address}/${bits}`);
 }
 
+export const DNSBL_CODE_HINT = 'expected an address pattern like 127.0.0.2 or 127.0.0.[2..11]';
+
+/**
+ * postscreen's DNSBL reply filter (postscreen_dnsbl_sites): four octets, each a number or a bracketed
+ * list of numbers and ranges, `127.0.0.[2..11]` or `127.0.[1;3;5..7].2`. Checked here, matched by
+ * the proxy; the text comes back unchanged.
+ */
+export function parseDnsblCode(value: unknown): Parsed<string> {
+  if (typeof value !== 'string') return fail(DNSBL_CODE_HINT);
+  const octets = value.split('.');
+  // A range's ".." splits into empty parts: rejoin bracketed octets first.
+  const parts: string[] = [];
+  for (const raw of value.match(/\[[^\]]*\]|[^.]+/g) ?? []) parts.push(raw);
+  if (octets.length < 4 || parts.length !== 4) return fail(`${DNSBL_CODE_HINT}, got ${show(value)}`);
+  for (const p of parts) {
+    const items = p.startsWith('[') ? p.slice(1, -1).split(';') : [p];
+    for (const item of items) {
+      const m = /^([0-9]{1,3})(?:\.\.([0-9]{1,3}))?$/.exec(item);
+      if (
+        !m ||
+        Number(m[1]) > 255 ||
+        Number(m[2] ?? 0) > 255 ||
+        (m[2] !== undefined && Number(m[2]) < Number(m[1]))
+      )
+        return fail(`${DNSBL_CODE_HINT}, got ${show(value)}`);
+    }
+  }
+  return ok(value);
+}
+
 const LABEL = '[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?';
 /** RFC 1123 host name; `_` is let through because container platforms produce such names. */
 export const DOMAIN_PATTERN = `^${LABEL}(?:\\.${LABEL})*\\.?$`;

@@ -177,3 +177,26 @@ test('several mistakes are all reported, in file order', T, () => {
     ],
   );
 });
+
+test('bad shaping settings', T, () => {
+  const errors = errorsOf(
+    withBase(`shaping:
+  allow: [10.0.0.0/33]
+  limits: { action: drop, connectionRate: { limit: 5, window: 0 } }
+  dnsbl:
+    zones: [{ zone: bl.example, codes: ['127.0.0.[11..2]', 127.0.0] }]
+    resolvers: [localhost]
+  policy: { address: 127.0.0.1:10023, at: [mail] }
+`),
+  );
+  assert.equal(errorAt(errors, 'shaping.allow[0]').message, 'prefix length must be 0-32, got "33"');
+  assert.equal(
+    errorAt(errors, 'shaping.limits.action').message,
+    'expected one of reject, tarpit, got "drop"',
+  );
+  assert.equal(errorAt(errors, 'shaping.limits.connectionRate.window').message, 'must be at least 1s');
+  assert.match(errorAt(errors, 'shaping.dnsbl.zones[0].codes[0]').message, /127\.0\.0\.\[2\.\.11\]/);
+  assert.match(errorAt(errors, 'shaping.dnsbl.zones[0].codes[1]').message, /got "127\.0\.0"/);
+  assert.match(errorAt(errors, 'shaping.dnsbl.resolvers[0]').message, /host:port/);
+  assert.equal(errorAt(errors, 'shaping.policy.at[0]').message, 'expected one of rcpt, data, got "mail"');
+});

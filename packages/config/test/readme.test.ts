@@ -65,12 +65,16 @@ test('every default in the table is what the loader applies', T, () => {
     listen: 127.0.0.1:2525
     pool: default
     tls: { cert: /c.pem, key: /k.pem }
+    proxyProtocol: { trusted: [10.0.0.0/8] }
 pools:
   default:
     static: [{ address: 127.0.0.1:25 }]
     tls: {}
   other:
     consul: { service: mta }
+shaping:
+  dnsbl: { zones: [{ zone: bl.example }] }
+  policy: { address: 127.0.0.1:10023 }
 `);
   const resolved = c as unknown as Record<string, unknown>;
   let checked = 0;

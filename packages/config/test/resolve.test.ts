@@ -42,6 +42,18 @@ test('a minimal file gets every default', T, () => {
     admin: { listen: { host: '127.0.0.1', port: 9090 } },
     log: { level: 'info' },
     drainTimeout: 30_000,
+    shaping: {
+      allow: [],
+      limits: {
+        sessionsPerAddress: 0,
+        sessionsPerPrefix: 0,
+        connectionRate: { limit: 0, window: 60_000 },
+        messageRate: { limit: 0, window: 3_600_000 },
+        action: 'reject',
+      },
+      tarpit: { delay: 10_000, maxSessions: 10_000, rejectedRecipients: 0 },
+      greeting: { delay: 0, earlyTalker: 'reject' },
+    },
   });
 });
 
@@ -54,7 +66,7 @@ test("the full example resolves to the file's values", T, () => {
   assert.equal(c.node.id, 'node-a');
 
   const [inbound, submission] = c.listeners;
-  assert.deepEqual(inbound?.proxyProtocol, { trusted: ['10.0.0.0/8', '192.168.1.7/32'] });
+  assert.deepEqual(inbound?.proxyProtocol, { trusted: ['10.0.0.0/8', '192.168.1.7/32'], timeout: 3000 });
   assert.deepEqual(inbound?.tls, {
     cert: `${dir}/tls/tls.crt`,
     key: '/etc/smtp-lb/tls.key',
@@ -167,4 +179,57 @@ pools:
   assert.equal(c.pools.b?.tls.mode, 'required');
   assert.equal(c.pools.b?.connectRetries, 0);
   assert.deepEqual(c.pools.b?.static?.[0]?.address, { host: '10.0.0.2', port: 25 });
+});
+
+test('the shaping section resolves with units, zones, resolvers and the policy service', T, () => {
+  const c = configOf(
+    withBase(`shaping:
+  allow: [192.0.2.0/24, 2001:db8::1]
+  limits:
+    sessionsPerAddress: 5
+    sessionsPerPrefix: 20
+    connectionRate: { limit: 30, window: 10s }
+    messageRate: { limit: 100 }
+    action: tarpit
+  tarpit: { delay: 15s, maxSessions: 500, rejectedRecipients: 3 }
+  greeting: { delay: 2s, earlyTalker: tarpit }
+  dnsbl:
+    zones:
+      - { zone: Zen.Spamhaus.org., weight: 2, codes: ['127.0.0.[2..11]', 127.0.0.20] }
+      - { zone: list.dnswl.org, weight: -5 }
+    threshold: 2
+    resolvers: [127.0.0.1:5353]
+    timeout: 500ms
+  policy: { address: 127.0.0.1:10023, at: [rcpt, data], onError: defer }
+`),
+  );
+  assert.deepEqual(c.shaping, {
+    allow: ['192.0.2.0/24', '2001:db8::1/128'],
+    limits: {
+      sessionsPerAddress: 5,
+      sessionsPerPrefix: 20,
+      connectionRate: { limit: 30, window: 10_000 },
+      messageRate: { limit: 100, window: 3_600_000 },
+      action: 'tarpit',
+    },
+    tarpit: { delay: 15_000, maxSessions: 500, rejectedRecipients: 3 },
+    greeting: { delay: 2000, earlyTalker: 'tarpit' },
+    dnsbl: {
+      zones: [
+        { zone: 'zen.spamhaus.org', weight: 2, codes: ['127.0.0.[2..11]', '127.0.0.20'] },
+        { zone: 'list.dnswl.org', weight: -5, codes: [] },
+      ],
+      threshold: 2,
+      action: 'tarpit',
+      resolvers: [{ host: '127.0.0.1', port: 5353 }],
+      timeout: 500,
+      negativeTtl: 300_000,
+    },
+    policy: {
+      address: { host: '127.0.0.1', port: 10023 },
+      timeout: 5000,
+      at: ['rcpt', 'data'],
+      onError: 'defer',
+    },
+  });
 });
