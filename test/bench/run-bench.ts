@@ -1,0 +1,400 @@
+// `npm run bench`: starts the sink, Redis and every path of issue 7 on free loopback ports, runs
+// smtp-source through them interleaved and repeated, measures added latency with our load generator,
+// holds N idle sessions on one node, profiles a node under the new-connection load, and writes
+// BENCHMARKS.md. Everything started here is stopped in `finally` (and by testkit's exit guard).
+// `--quick` runs a small version (one repetition, small counts) to check the harness itself.
+import { execFileSync } from 'node:child_process';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import {
+  freePort,
+  makeTempDir,
+  type RedisServer,
+  type SmtpSink,
+  startRedis,
+  startSmtpSink,
+} from '@smtp-lb/testkit';
+import { summarizeProfile } from './cpu-profile.js';
+import { holdIdleSessions } from './idle-sessions.js';
+import { measureLatency } from './load-generator.js';
+import {
+  type LatencyLevel,
+  type LatencyRow,
+  type Mode,
+  type PathResult,
+  type Results,
+  renderReport,
+} from './report.js';
+import { runSmtpSource, type SourceLoad, sourceArgs } from './smtp-source.js';
+import { median } from './stats.js';
+import { startHaproxy, startNginx, startNode, type Target } from './targets.js';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '');
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const NO_GREET_DELAY = path.join(HERE, 'no-greet-delay.js');
+const MODES: Mode[] = ['new', 'reuse'];
+
+const quick = process.argv.includes('--quick');
+const outArg = process.argv.indexOf('--out');
+const OUT = outArg > 0 ? path.resolve(process.argv[outArg + 1]!) : path.join(ROOT, 'BENCHMARKS.md');
+
+const SESSIONS = 20;
+const SIZE = 4096;
+const REPS = quick ? 1 : 3;
+const MESSAGES: Record<Mode, number> = quick ? { new: 300, reuse: 600 } : { new: 1500, reuse: 4000 };
+const WARMUP: Record<Mode, number> = { new: 200, reuse: 400 };
+const LATENCY_MS = quick ? 3000 : 5000;
+const IDLE_SESSIONS = quick ? 2000 : 10_000;
+const SOURCE_TIMEOUT_MS = 180_000;
+
+function log(line: string): void {
+  process.stdout.write(`bench: ${line}\n`);
+}
+
+function version(cmd: string, args: string[], pattern: RegExp): string {
+  try {
+    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return pattern.exec(out)?.[1] ?? out.trim();
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    const text = `${e.stdout ?? ''}${e.stderr ?? ''}`;
+    return pattern.exec(text)?.[1] ?? 'unknown';
+  }
+}
+
+function loadavg(): string {
+  return os
+    .loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
+}
+
+// Others may use this machine during a run: its load before and after is part of the record.
+const loadStart = loadavg();
+
+function machine(): Record<string, string> {
+  const cpus = os.cpus();
+  // nginx -v prints to stderr; execFileSync only returns stdout, hence the shell redirect.
+  return {
+    nproc: String(os.availableParallelism()),
+    CPU: `${cpus[0]?.model ?? 'unknown'} (${cpus.length} logical)`,
+    memory: `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB`,
+    kernel: `${os.type()} ${os.release()}`,
+    'Node.js': process.version,
+    Postfix: version('postconf', ['-d', 'mail_version'], /mail_version = (\S+)/),
+    HAProxy: version('haproxy', ['-v'], /version (\S+)/),
+    nginx: version('sh', ['-c', 'nginx -v 2>&1'], /nginx\/(\S+)/),
+    Redis: version('redis-server', ['--version'], /v=(\S+)/),
+    'load average at start / end': `${loadStart} / ${loadavg()}`,
+  };
+}
+
+function openFilesLimit(): number {
+  try {
+    const limits = execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim();
+    return limits === 'unlimited' ? Number.POSITIVE_INFINITY : Number(limits);
+  } catch {
+    return 0;
+  }
+}
+
+interface Path {
+  id: string;
+  label: string;
+  port: number;
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  const dir = await makeTempDir('bench');
+  const running: Array<{ stop(): Promise<void> }> = [];
+  const nginxModule = process.env.NGINX_MAIL_MODULE ?? '/usr/lib/nginx/modules/ngx_mail_module.so';
+  try {
+    const sink: SmtpSink = await startSmtpSink({ backlog: 1024 });
+    running.push(sink);
+    log(`smtp-sink on ${sink.port}`);
+
+    const results: PathResult[] = [];
+    const paths: Path[] = [];
+    const add = async (id: string, label: string, start: () => Promise<Target | number>) => {
+      const r: PathResult = { id, label, rates: { new: [], reuse: [] }, ratios: { new: [], reuse: [] } };
+      results.push(r);
+      try {
+        const t = await start();
+        if (typeof t !== 'number') running.push(t);
+        paths.push({ id, label, port: typeof t === 'number' ? t : t.port });
+        log(`${id} ready`);
+      } catch (err) {
+        r.error = (err as Error).message.split('\n')[0];
+        log(`${id} not started: ${(err as Error).message}`);
+      }
+    };
+
+    let redis: RedisServer | undefined;
+    const needRedis = async () => {
+      if (!redis) {
+        redis = await startRedis();
+        running.push(redis);
+      }
+      return redis.url;
+    };
+
+    await add('direct', 'direct to smtp-sink', async () => sink.port);
+    await add('haproxy', 'HAProxy TCP, leastconn, nbthread 1', () =>
+      startHaproxy('haproxy', dir.path, [sink.port]),
+    );
+    await add('nginx', 'nginx mail proxy, smtp_auth none', () =>
+      startNginx(dir.path, sink.port, nginxModule),
+    );
+    await add('node-mem', 'smtp-lb, one node, in-memory ledger', () =>
+      startNode(dir.path, { name: 'node-mem', sinkPort: sink.port }),
+    );
+    await add('node-redis', 'smtp-lb, one node, Redis ledger', async () =>
+      startNode(dir.path, {
+        name: 'node-redis',
+        sinkPort: sink.port,
+        redis: await needRedis(),
+        keyPrefix: 'one',
+      }),
+    );
+    await add('pair', 'smtp-lb, two nodes behind HAProxy, shared Redis', async () => {
+      const url = await needRedis();
+      const a = await startNode(dir.path, {
+        name: 'pair-a',
+        sinkPort: sink.port,
+        redis: url,
+        keyPrefix: 'pair',
+      });
+      running.push(a);
+      const b = await startNode(dir.path, {
+        name: 'pair-b',
+        sinkPort: sink.port,
+        redis: url,
+        keyPrefix: 'pair',
+      });
+      running.push(b);
+      return startHaproxy('haproxy-pair', dir.path, [a.port, b.port]);
+    });
+    await add('node-greet-now', 'what-if: one node, in-memory, no 100 ms greeting wait', () =>
+      startNode(dir.path, {
+        name: 'node-greet-now',
+        sinkPort: sink.port,
+        nodeArgs: ['--import', NO_GREET_DELAY],
+      }),
+    );
+
+    const load = (mode: Mode, messages: number): SourceLoad => ({
+      sessions: SESSIONS,
+      messages,
+      size: SIZE,
+      reuse: mode === 'reuse',
+    });
+
+    log('warm-up');
+    for (const p of paths) {
+      for (const mode of MODES) {
+        try {
+          await runSmtpSource(load(mode, WARMUP[mode]), p.port, SOURCE_TIMEOUT_MS);
+        } catch (err) {
+          const r = results.find((x) => x.id === p.id)!;
+          r.error = (err as Error).message.split('\n')[0];
+          log(`${p.id} failed its warm-up: ${(err as Error).message}`);
+        }
+      }
+    }
+    const measured = paths.filter((p) => !results.find((x) => x.id === p.id)!.error);
+
+    for (let rep = 0; rep < REPS; rep++) {
+      const modes = rep % 2 === 0 ? MODES : [...MODES].reverse();
+      for (const mode of modes) {
+        // Rotate the order each repetition, so no path always runs right after the same one.
+        const order = measured.map((_, i) => measured[(i + rep) % measured.length]!);
+        const rates = new Map<string, number>();
+        for (const p of order) {
+          const r = results.find((x) => x.id === p.id)!;
+          if (r.error) continue;
+          try {
+            const run = await runSmtpSource(load(mode, MESSAGES[mode]), p.port, SOURCE_TIMEOUT_MS);
+            rates.set(p.id, run.rate);
+            r.rates[mode].push(run.rate);
+            log(`rep ${rep + 1} ${mode.padEnd(5)} ${p.id.padEnd(14)} ${run.rate.toFixed(1)} msg/s`);
+          } catch (err) {
+            r.error = (err as Error).message.split('\n')[0];
+            log(`${p.id} failed: ${(err as Error).message}`);
+          }
+        }
+        const direct = rates.get('direct');
+        for (const [id, rate] of rates) {
+          if (direct) results.find((x) => x.id === id)!.ratios[mode].push(rate / direct);
+        }
+      }
+    }
+
+    const latency: Results['latency'] = { new: [], reuse: [] };
+    const latencyPaths = measured.filter((p) =>
+      ['direct', 'haproxy', 'node-mem', 'node-greet-now'].includes(p.id),
+    );
+    for (const mode of MODES) {
+      // The issue's load (half of direct), then half of the node's own rate: the first shows whether
+      // the node keeps up at all, the second what it adds when it does.
+      for (const basis of ['direct', 'node-mem']) {
+        const rate = 0.5 * median(results.find((x) => x.id === basis)!.rates[mode]);
+        const level: LatencyLevel = { basis, rate, durationMs: LATENCY_MS, rows: [] };
+        latency[mode].push(level);
+        for (const p of latencyPaths) {
+          const row: LatencyRow = { id: p.id, label: p.label };
+          level.rows.push(row);
+          if (!Number.isFinite(rate)) {
+            row.error = `no ${basis} throughput to take 50 % of`;
+            continue;
+          }
+          try {
+            row.run = await measureLatency({
+              port: p.port,
+              rate,
+              durationMs: LATENCY_MS,
+              reuse: mode === 'reuse',
+              connections: SESSIONS,
+              size: SIZE,
+              maxInFlight: 200,
+            });
+            const x = row.run;
+            log(
+              `latency ${mode.padEnd(5)} ${rate.toFixed(0).padStart(5)}/s ${p.id.padEnd(14)} p50 ${x.p50Ms.toFixed(2)} ms p99 ${x.p99Ms.toFixed(2)} ms (${x.completed}/${x.offered})`,
+            );
+          } catch (err) {
+            row.error = (err as Error).message;
+            log(`latency ${mode} ${p.id} failed: ${row.error}`);
+          }
+        }
+      }
+    }
+
+    // The remaining phases each start a fresh node of their own; the others are no longer needed.
+    while (running.length > 1) await running.pop()!.stop();
+
+    const profiles: Results['profiles'] = [];
+    for (const [name, title, extra] of [
+      ['node-profiled', 'One node, in-memory ledger, as it is', []],
+      [
+        'node-profiled-greet-now',
+        'What-if: the same node without the 100 ms greeting wait',
+        ['--import', NO_GREET_DELAY],
+      ],
+    ] as const) {
+      const profDir = path.join(dir.path, name);
+      const keep = path.join(HERE, `${name}.cpuprofile`);
+      const entry: Results['profiles'][number] = { title, file: path.relative(ROOT, keep) };
+      profiles.push(entry);
+      try {
+        await mkdir(profDir);
+        const node = await startNode(dir.path, {
+          name,
+          sinkPort: sink.port,
+          nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir, ...extra],
+        });
+        let fromUs: number;
+        try {
+          await runSmtpSource(load('new', WARMUP.new), node.port, SOURCE_TIMEOUT_MS);
+          fromUs = Number(process.hrtime.bigint() / 1000n);
+          await runSmtpSource(load('new', MESSAGES.new), node.port, SOURCE_TIMEOUT_MS);
+        } finally {
+          // SIGTERM drains and exits; Node writes the profile on exit.
+          await node.stop();
+        }
+        const file = (await readdir(profDir)).find((f) => f.endsWith('.cpuprofile'));
+        if (!file) throw new Error('the node wrote no .cpuprofile');
+        await copyFile(path.join(profDir, file), keep);
+        entry.summary = await summarizeProfile(keep, ROOT, { fromUs });
+        log(`profile ${name}: idle ${(entry.summary.idleShare * 100).toFixed(1)} %`);
+      } catch (err) {
+        entry.error = (err as Error).message;
+        log(`profile ${name} failed: ${entry.error}`);
+      }
+    }
+
+    let idle: Results['idle'];
+    let idleError: string | undefined;
+    const limit = openFilesLimit();
+    if (limit < IDLE_SESSIONS + 1000) {
+      idleError = `open-files limit ${limit} is below ${IDLE_SESSIONS + 1000}; run through scripts/bench.sh (it raises ulimit -n)`;
+    } else {
+      try {
+        const adminPort = await freePort();
+        const node = await startNode(dir.path, {
+          name: 'node-idle',
+          sinkPort: sink.port,
+          maxSessions: IDLE_SESSIONS + 1000,
+          adminPort,
+        });
+        try {
+          // Warm the node up (code compiled, pools allocated) before the baseline reading.
+          await runSmtpSource(load('new', WARMUP.new), node.port, SOURCE_TIMEOUT_MS);
+          await delay(1000);
+          idle = await holdIdleSessions(node.port, node.process!.pid, adminPort, IDLE_SESSIONS, 500);
+          log(
+            `idle: ${((idle.rssHeld - idle.rssBefore) / idle.sessions / 1024).toFixed(1)} KiB RSS per session`,
+          );
+        } finally {
+          await node.stop();
+        }
+      } catch (err) {
+        idleError = (err as Error).message;
+        log(`idle sessions failed: ${idleError}`);
+      }
+    }
+
+    const findings = await readFile(path.join(ROOT, 'test/bench/findings.md'), 'utf8');
+    const srcNew = ['smtp-source', ...sourceArgs(load('new', MESSAGES.new), 0)]
+      .join(' ')
+      .replace(':0', ':PORT');
+    const srcReuse = ['smtp-source', ...sourceArgs(load('reuse', MESSAGES.reuse), 0)]
+      .join(' ')
+      .replace(':0', ':PORT');
+    const results_: Results = {
+      date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+      seconds: (Date.now() - t0) / 1000,
+      machine: machine(),
+      load: { sessions: SESSIONS, size: SIZE, messages: MESSAGES, reps: REPS },
+      commands: [
+        `\`npm run bench\` = \`bash scripts/bench.sh\` (installs nginx-light + libnginx-mod-mail when missing, \`ulimit -n 65536\`, \`tsc -b test\`, \`node test/dist/bench/run-bench.js\`)${quick ? ', here with `--quick`' : ''}`,
+        `load, new connection per message: \`${srcNew}\``,
+        `load, reused connections: \`${srcReuse}\``,
+        '`smtp-sink -u nobody 127.0.0.1:PORT 1024` (one sink behind every path; it offers XCLIENT and PIPELINING)',
+        'HAProxy: `haproxy -db -f FILE`, `nbthread 1`, `mode tcp`, `balance leastconn` (test/bench/targets.ts `haproxyConfig`)',
+        'nginx: `nginx -e stderr -p DIR -c FILE`, `worker_processes 1`, mail `protocol smtp`, `smtp_auth none`, `xclient on`, auth_http answered by a node HTTP server in the bench process (`Auth-Status: OK`, `Auth-Server`, `Auth-Port`) (`nginxConfig`)',
+        'smtp-lb: `node packages/proxy/dist/src/cli.js --config FILE`, one listener, one static pool (the sink), `tls: none`, `xclient: auto` (default), `log.level: warn`, `defaultMaxConnections: 1000`; Redis paths add `ledger.redis` (`nodeConfig`)',
+        `what-if row: the same node started with \`node --import test/dist/bench/no-greet-delay.js\`, which removes smtp-server's fixed 100 ms wait before the greeting (nothing else changes)`,
+        `profiles: \`node --cpu-prof\` on a fresh node under the new-connection load above; the .cpuprofile files are kept in test/dist/bench/`,
+      ],
+      paths: results,
+      latency,
+      ...(idle ? { idle } : {}),
+      ...(idleError ? { idleError } : {}),
+      profiles,
+      findings,
+    };
+    await writeFile(OUT, renderReport(results_));
+    await writeFile(path.join(HERE, 'results.json'), `${JSON.stringify(results_, null, 2)}\n`);
+    log(`wrote ${path.relative(process.cwd(), OUT) || OUT} in ${results_.seconds.toFixed(0)} s`);
+    for (const r of results) {
+      if (r.error) log(`${r.label}: ${r.error}`);
+      else
+        log(`${r.label}: ${MODES.map((m) => `${m} ${median(r.ratios[m]).toFixed(2)} × direct`).join(', ')}`);
+    }
+  } finally {
+    for (const p of running.reverse()) await p.stop().catch(() => {});
+    await dir.remove();
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,169 @@
+// The paths under test, each a real program on a free loopback port in front of one smtp-sink:
+// HAProxy in TCP mode (leastconn, one thread), nginx's mail proxy (smtp_auth none, with an
+// auth_http responder of ours), and smtp-lb nodes started by their own CLI from a YAML file.
+import { writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, type ManagedProcess, startProcess, waitForPort } from '@smtp-lb/testkit';
+
+export interface Target {
+  readonly name: string;
+  readonly port: number;
+  /** The process to watch (RSS, CPU), when the target is one process. */
+  readonly process?: ManagedProcess;
+  stop(): Promise<void>;
+}
+
+const HOST = '127.0.0.1';
+const CLI = fileURLToPath(new URL('../../../packages/proxy/dist/src/cli.js', import.meta.url));
+
+async function started(name: string, proc: ManagedProcess, port: number): Promise<Target> {
+  try {
+    await waitForPort(port, { process: proc, timeoutMs: 15_000 });
+  } catch (err) {
+    await proc.stop();
+    throw err;
+  }
+  return {
+    name,
+    port,
+    process: proc,
+    async stop() {
+      await proc.stop();
+    },
+  };
+}
+
+export function haproxyConfig(port: number, servers: readonly number[]): string {
+  return `global
+  nbthread 1
+  maxconn 5000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 5m
+  timeout server 5m
+frontend smtp
+  bind ${HOST}:${port}
+  default_backend mtas
+backend mtas
+  balance leastconn
+${servers.map((p, i) => `  server s${i + 1} ${HOST}:${p}`).join('\n')}
+`;
+}
+
+export async function startHaproxy(name: string, dir: string, servers: readonly number[]): Promise<Target> {
+  const port = await freePort(HOST);
+  const file = path.join(dir, `${name}.cfg`);
+  await writeFile(file, haproxyConfig(port, servers));
+  // -db: foreground, no daemon; stopped by SIGTERM like every testkit process.
+  return started(name, startProcess(name, 'haproxy', ['-db', '-f', file]), port);
+}
+
+export function nginxConfig(dir: string, port: number, authPort: number, module: string): string {
+  return `load_module ${module};
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log stderr warn;
+events { worker_connections 30000; }
+mail {
+  server_name mx.bench.test;
+  auth_http ${HOST}:${authPort}/auth;
+  proxy_pass_error_message on;
+  xclient on;
+  server {
+    listen ${HOST}:${port};
+    protocol smtp;
+    smtp_auth none;
+  }
+}
+`;
+}
+
+/** A minimal auth_http responder: every session goes to the sink. */
+function startAuthResponder(sinkPort: number): Promise<{ port: number; close(): Promise<void> }> {
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'Auth-Status': 'OK', 'Auth-Server': HOST, 'Auth-Port': String(sinkPort) });
+    res.end();
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, HOST, () => {
+      const addr = server.address();
+      resolve({
+        port: typeof addr === 'object' && addr ? addr.port : 0,
+        close: () => new Promise<void>((done) => server.close(() => done())),
+      });
+    });
+  });
+}
+
+export async function startNginx(dir: string, sinkPort: number, module: string): Promise<Target> {
+  const auth = await startAuthResponder(sinkPort);
+  try {
+    const port = await freePort(HOST);
+    const file = path.join(dir, 'nginx.conf');
+    await writeFile(file, nginxConfig(dir, port, auth.port, module));
+    const t = await started(
+      'nginx',
+      startProcess('nginx', 'nginx', ['-e', 'stderr', '-p', dir, '-c', file]),
+      port,
+    );
+    return {
+      ...t,
+      async stop() {
+        await t.stop();
+        await auth.close();
+      },
+    };
+  } catch (err) {
+    await auth.close();
+    throw err;
+  }
+}
+
+export interface NodeSpec {
+  name: string;
+  sinkPort: number;
+  /** Redis URL: the node counts in Redis; absent: in memory. */
+  redis?: string;
+  keyPrefix?: string;
+  maxSessions?: number;
+  /** Admin HTTP port (for /metrics); default a port of the kernel's choosing. */
+  adminPort?: number;
+  /** Node.js options before the CLI script (--cpu-prof, --import). */
+  nodeArgs?: string[];
+}
+
+export function nodeConfig(spec: NodeSpec, port: number): string {
+  const ledger = spec.redis
+    ? `ledger: { redis: "${spec.redis}/0", keyPrefix: ${spec.keyPrefix ?? 'bench'} }\n`
+    : '';
+  return `node: { id: ${spec.name} }
+listeners:
+  - name: inbound
+    listen: ${HOST}:${port}
+    hostname: mx.bench.test
+    pool: default
+    maxSessions: ${spec.maxSessions ?? 10000}
+pools:
+  default:
+    static:
+      - { address: ${HOST}:${spec.sinkPort} }
+    tls: none
+balancing:
+  defaultMaxConnections: 1000
+${ledger}admin: { listen: ${HOST}:${spec.adminPort ?? 0} }
+log: { level: warn }
+`;
+}
+
+export async function startNode(dir: string, spec: NodeSpec): Promise<Target> {
+  const port = await freePort(HOST);
+  const file = path.join(dir, `${spec.name}.yaml`);
+  await writeFile(file, nodeConfig(spec, port));
+  const proc = startProcess(spec.name, process.execPath, [...(spec.nodeArgs ?? []), CLI, '--config', file]);
+  return started(spec.name, proc, port);
+}
