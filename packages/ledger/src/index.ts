@@ -1,3 +1,4 @@
+export * from './client-limits-redis.js';
 export { commandName, defineLedgerCommands, SCRIPT_VERSION, type ScriptName } from './commands.js';
 export type { RedisTarget } from './connect.js';
 export { checkReply, LedgerError, type LedgerErrorCode, ReplyCode, scriptError } from './errors.js';
