@@ -13,8 +13,10 @@ declare -A probe=(
   [swaks]=/usr/bin/swaks
   [haproxy]=/usr/sbin/haproxy
   [openssl]=/usr/bin/openssl
+  [dnsmasq]=/usr/sbin/dnsmasq
+  [postgrey]=/usr/sbin/postgrey
 )
-order=(redis-server redis-tools postfix swaks haproxy openssl)
+order=(redis-server redis-tools postfix swaks haproxy openssl dnsmasq postgrey)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' && [ -x "${probe[$1]}" ]
