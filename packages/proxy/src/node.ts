@@ -13,6 +13,7 @@ import { PoolRuntime } from './pool-runtime.js';
 import { installReplyRelay } from './reply-relay.js';
 import { Router } from './router.js';
 import type { SessionDeps } from './session.js';
+import { ShapingRuntime } from './shaping/shaping-runtime.js';
 import { SlotWaiters } from './slot-waiters.js';
 
 async function createLedger(config: SmtpLbConfig, log: Logger, metrics: Metrics): Promise<Ledger> {
@@ -60,6 +61,8 @@ export class SmtpLbNode {
   #draining = false;
   readonly #waiters = new SlotWaiters();
   readonly #deps: SessionDeps;
+  /** Per-client limits, tarpit, DNSBL, policy service (top-level `shaping`). */
+  #shaping: ShapingRuntime | undefined;
   readonly #unsubscribe: Array<() => void> = [];
 
   private constructor(config: SmtpLbConfig, ledger: Ledger, log: Logger, metrics: Metrics) {
@@ -110,6 +113,7 @@ export class SmtpLbNode {
   }
 
   async #start(): Promise<void> {
+    this.#shaping = await ShapingRuntime.create(this.#config, this.log, this.metrics);
     this.#unsubscribe.push(this.ledger.onRelease((id) => this.#waiters.release(id)));
     this.#setPools(this.#config);
     for (const lc of this.#config.listeners) await this.#startListener(lc);
@@ -124,7 +128,7 @@ export class SmtpLbNode {
   }
 
   async #startListener(lc: ListenerConfig): Promise<void> {
-    const listener = new Listener(lc, this.#deps, this.log);
+    const listener = new Listener(lc, this.#deps, this.log, this.#shaping!);
     const addr = await listener.listen();
     this.#listeners.set(lc.name, listener);
     this.addresses.set(lc.name, addr);
@@ -176,6 +180,7 @@ export class SmtpLbNode {
     this.#config = { ...config, ledger: old.ledger, node: old.node, admin: old.admin };
     this.#router = new Router(config.routes);
     this.#setPools(config);
+    this.#shaping?.update(config.shaping);
     for (const [name, listener] of this.#listeners) {
       const lc = config.listeners.find((l) => l.name === name);
       if (lc && sameAddress(lc, listener.config)) {
@@ -259,6 +264,7 @@ export class SmtpLbNode {
     await Promise.all([...this.#pools.values()].map((p) => p.close()));
     this.#pools.clear();
     await this.#admin?.close();
+    await this.#shaping?.close();
     await this.ledger.close();
   }
 }

@@ -1,0 +1,293 @@
+// The front door of a listener: every accepted socket passes here before smtp-server sees it.
+// 1. PROXY v1/v2 header, required from trusted peers and refused from everyone else; the address
+//    in it is the client from then on. 2. Admission: allow list, connection rate, concurrent
+//    sessions per address and prefix (cluster-wide), DNSBL score. 3. Implicit TLS handshake.
+// 4. Greeting delay, watching for early talkers. Each step may refuse (a reply and a close, or just
+// a close for PROXY trouble, with a log line), tarpit the session, or let it through; the bytes
+// read on the way are put back so smtp-server reads them.
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { type SecureContext, TLSSocket } from 'node:tls';
+import type { ListenerConfig, ShapingAction } from '@smtp-lb/config';
+import type { Reply } from '@smtp-lb/upstream';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import { CidrList, plainAddress } from './cidr.js';
+import { ClientState } from './client-state.js';
+import { Intake } from './intake.js';
+import { type ProxyParse, parseProxyHeader, startsWithProxySignature } from './proxy-header.js';
+import { shapingReplies, wire } from './shaping-replies.js';
+import type { ShapingRuntime } from './shaping-runtime.js';
+import type { TarpitSocket } from './tarpit.js';
+
+export interface Admission {
+  /** What smtp-server gets: the socket, its TLS wrap, or the tarpit around either. */
+  socket: Socket | TLSSocket | TarpitSocket;
+  id: string;
+  remoteAddress: string;
+  remotePort: number;
+  client: ClientState;
+  log: Logger;
+}
+
+export interface FrontDoorDeps {
+  listener: () => ListenerConfig;
+  shaping: ShapingRuntime;
+  log: Logger;
+  metrics: Metrics;
+  /** For implicit TLS listeners. */
+  secureContext: () => SecureContext | undefined;
+  draining: () => boolean;
+}
+
+type Verdict = { tarpit?: string; refuse?: Reply; why?: string };
+
+export class FrontDoor {
+  readonly #d: FrontDoorDeps;
+  #trusted: { source: ListenerConfig['proxyProtocol']; list: CidrList } | undefined;
+
+  constructor(deps: FrontDoorDeps) {
+    this.#d = deps;
+  }
+
+  #trustedList(lc: ListenerConfig): CidrList | undefined {
+    if (!lc.proxyProtocol) return undefined;
+    if (this.#trusted?.source !== lc.proxyProtocol) {
+      this.#trusted = { source: lc.proxyProtocol, list: new CidrList(lc.proxyProtocol.trusted) };
+    }
+    return this.#trusted.list;
+  }
+
+  /** Resolves with the admitted session, or undefined when the socket was refused (and closed). */
+  async admit(raw: Socket): Promise<Admission | undefined> {
+    const lc = this.#d.listener();
+    const sh = this.#d.shaping;
+    const id = randomBytes(8).toString('hex');
+    const peer = plainAddress(raw.remoteAddress ?? '');
+    let address = peer;
+    let port = raw.remotePort ?? 0;
+    let log = this.#d.log.child({ sid: id, client: `${peer}:${port}` });
+    raw.on('error', (err) =>
+      log.debug({ err: { message: err.message } }, 'client socket error before the session'),
+    );
+    let intake = new Intake(raw);
+    const count = (outcome: string) => this.#d.metrics.sessionsTotal.inc({ listener: lc.name, outcome });
+    const drop = (outcome: string) => {
+      count(outcome);
+      intake.discard();
+      raw.destroy();
+      return undefined;
+    };
+
+    const trusted = this.#trustedList(lc)?.has(peer) === true;
+    if (trusted) {
+      let parsed: ProxyParse = { state: 'more' };
+      const got = await intake.wait(lc.proxyProtocol!.timeout, (buf) => {
+        parsed = parseProxyHeader(buf);
+        return parsed.state !== 'more';
+      });
+      if (got === 'closed') return drop('closed');
+      if (got === 'timeout') {
+        log.warn(
+          { timeoutMs: lc.proxyProtocol!.timeout, bytes: intake.buffered.length },
+          'no complete PROXY header from a trusted peer in time; disconnected',
+        );
+        return drop('refused-proxy');
+      }
+      const p = parsed as ProxyParse;
+      if (p.state === 'error') {
+        log.warn({ code: p.code, reason: p.reason }, 'bad PROXY header; disconnected');
+        return drop('refused-proxy');
+      }
+      if (p.state === 'done') {
+        intake.consume(p.length);
+        if (p.source) {
+          address = plainAddress(p.source.address);
+          port = p.source.port;
+        }
+        log = this.#d.log.child({ sid: id, client: `${address}:${port}`, via: peer });
+        log.debug({ version: p.version }, 'PROXY header read');
+      }
+    }
+    const untrustedHeader = () => {
+      if (trusted || !startsWithProxySignature(intake.buffered)) return false;
+      log.warn('PROXY header from a peer not in proxyProtocol.trusted; disconnected');
+      return true;
+    };
+
+    let socket: Socket | TLSSocket = raw;
+    const client = new ClientState(address, sh.allowed(address));
+    raw.once('close', () => client.release());
+    let encrypted = false;
+    const finish = (reply: Reply, outcome: string) => {
+      // Before an implicit TLS handshake there is no way to say anything the client could read.
+      if (lc.tls?.implicit && !encrypted) return drop(outcome);
+      count(outcome);
+      intake.discard();
+      client.release();
+      (socket.destroyed ? raw : socket).end(wire(reply));
+      // A client that never reads would keep the socket: it goes when the reply is out or soon after.
+      setTimeout(() => raw.destroy(), 5000).unref();
+      return undefined;
+    };
+
+    if (!client.allowed) {
+      const v = await this.#admission(client, log);
+      if (raw.destroyed || intake.closed) return drop('closed');
+      if (untrustedHeader()) return drop('refused-proxy');
+      if (v.refuse) return finish(v.refuse, `refused-${v.why}`);
+      if (v.tarpit && !this.#enterTarpit(client, v.tarpit, log))
+        return finish(shapingReplies.tarpitFull(), 'refused-tarpit-full');
+    }
+    if (this.#d.draining())
+      return finish(
+        { code: 421, enhanced: '4.3.2', lines: ['4.3.2 Service shutting down, try again later'] },
+        'refused-draining',
+      );
+
+    if (lc.tls?.implicit) {
+      intake.release();
+      const tls = await this.#handshake(raw, lc, log);
+      if (!tls) return drop('closed');
+      socket = tls;
+      encrypted = true;
+      intake = new Intake(tls);
+    }
+
+    const greeting = sh.config.greeting;
+    if (!client.allowed && greeting.delay > 0) {
+      const got = await intake.wait(greeting.delay, (buf) => buf.length > 0);
+      if (got === 'closed') return drop('closed');
+      if (got === 'ok') {
+        if (untrustedHeader()) return drop('refused-proxy');
+        const bytes = intake.buffered.length;
+        log.info(
+          { bytes, action: greeting.earlyTalker, delayMs: greeting.delay },
+          'early talker: the client spoke before the greeting',
+        );
+        if (greeting.earlyTalker === 'reject')
+          return finish(shapingReplies.earlyTalker(), 'refused-early-talker');
+        // What it said was not an answer to anything: it is dropped, not replayed.
+        intake.discard();
+        if (!client.tarpitted && !this.#enterTarpit(client, 'early-talker', log)) {
+          return finish(shapingReplies.tarpitFull(), 'refused-tarpit-full');
+        }
+      }
+    }
+    if (untrustedHeader()) return drop('refused-proxy');
+    intake.release();
+    if (socket.destroyed) return drop('closed');
+    let out: Socket | TLSSocket | TarpitSocket = socket;
+    if (client.tarpitted) {
+      out = sh.tarpit.wrap(socket, sh.config.tarpit.delay);
+      client.wrapped = true;
+    }
+    return { socket: out, id, remoteAddress: address, remotePort: port, client, log };
+  }
+
+  /** Takes a tarpit place; false when the node's tarpit is full. */
+  #enterTarpit(client: ClientState, reason: string, log: Logger): boolean {
+    const sh = this.#d.shaping;
+    const ticket = sh.tarpit.enter(reason, sh.config.tarpit.maxSessions);
+    if (!ticket) {
+      log.warn({ reason, max: sh.config.tarpit.maxSessions }, 'tarpit full; refusing the session');
+      return false;
+    }
+    client.ticket = ticket;
+    log.info({ reason, delayMs: sh.config.tarpit.delay }, 'session tarpitted');
+    return true;
+  }
+
+  async #admission(client: ClientState, log: Logger): Promise<Verdict> {
+    const sh = this.#d.shaping;
+    const { limits, dnsbl } = sh.config;
+    const act = (action: ShapingAction, reason: string, reply: Reply): Verdict =>
+      action === 'reject' ? { refuse: reply, why: reason } : { tarpit: reason };
+    const [rate, score] = await Promise.all([
+      limits.connectionRate.limit > 0
+        ? sh.limits.hit('conn', client.address, limits.connectionRate.limit, limits.connectionRate.window)
+        : undefined,
+      dnsbl && sh.dnsbl ? sh.dnsbl.score(client.address) : undefined,
+    ]);
+    let tarpit: string | undefined;
+    if (rate && !rate.ok) {
+      log.info(
+        {
+          count: rate.count,
+          limit: limits.connectionRate.limit,
+          windowMs: limits.connectionRate.window,
+          action: limits.action,
+        },
+        'client over its connection rate',
+      );
+      const v = act(limits.action, 'connection-rate', shapingReplies.connectionRate());
+      if (v.refuse) return v;
+      tarpit ??= v.tarpit;
+    }
+    if (score) {
+      const zones = score.zones
+        .filter((z) => z.status !== 'clean')
+        .map((z) => ({ zone: z.zone, status: z.status, answers: z.answers, weight: z.weight }));
+      if (score.listed) {
+        log.info(
+          { score: score.score, threshold: dnsbl!.threshold, zones, action: dnsbl!.action },
+          'client listed by DNSBL',
+        );
+        const v = act(dnsbl!.action, 'dnsbl', shapingReplies.dnsbl(client.address));
+        if (v.refuse) return v;
+        tarpit ??= v.tarpit;
+      } else if (zones.length > 0) {
+        log.debug({ score: score.score, zones }, 'DNSBL score below the threshold');
+      }
+    }
+    if (limits.sessionsPerAddress > 0 || limits.sessionsPerPrefix > 0) {
+      const open = await sh.limits.openSession(client.address, client.prefix, {
+        perAddress: limits.sessionsPerAddress,
+        perPrefix: limits.sessionsPerPrefix,
+      });
+      if (open.ok) client.slot = open.slot;
+      else {
+        const perAddress = open.limit === 'address';
+        log.info(
+          {
+            limit: perAddress ? 'sessionsPerAddress' : 'sessionsPerPrefix',
+            prefix: client.prefix,
+            count: perAddress ? open.address : open.prefix,
+            max: perAddress ? limits.sessionsPerAddress : limits.sessionsPerPrefix,
+            action: limits.action,
+          },
+          'client over its concurrent session limit',
+        );
+        const reply = perAddress ? shapingReplies.tooManySessions() : shapingReplies.tooManyFromNetwork();
+        const v = act(limits.action, perAddress ? 'sessions-per-address' : 'sessions-per-prefix', reply);
+        if (v.refuse) return v;
+        tarpit ??= v.tarpit;
+      }
+    }
+    return tarpit ? { tarpit } : {};
+  }
+
+  #handshake(raw: Socket, lc: ListenerConfig, log: Logger): Promise<TLSSocket | undefined> {
+    return new Promise((resolve) => {
+      const tls = new TLSSocket(raw, { isServer: true, secureContext: this.#d.secureContext() });
+      const timer = setTimeout(() => tls.destroy(new Error('TLS handshake timeout')), lc.timeouts.idle);
+      const failed = (err?: Error) => {
+        clearTimeout(timer);
+        log.info({ err: { message: err?.message ?? 'closed' } }, 'implicit TLS handshake failed');
+        tls.destroy();
+        raw.destroy();
+        resolve(undefined);
+      };
+      const closed = () => failed();
+      tls.once('error', failed);
+      tls.once('close', closed);
+      tls.once('secure', () => {
+        clearTimeout(timer);
+        tls.off('error', failed);
+        tls.off('close', closed);
+        tls.pause();
+        resolve(tls);
+      });
+    });
+  }
+}

@@ -1,0 +1,23 @@
+// The replies the shaping steps make before (or instead of) the SMTP session. RFC 5321 3.1: a server
+// may answer a connection with 554 or 421 instead of the 220 greeting; both are followed by a close.
+import type { Reply } from '@smtp-lb/upstream';
+
+function reply(code: number, enhanced: string, text: string): Reply {
+  return { code, enhanced, lines: [`${enhanced} ${text}`] };
+}
+
+export const shapingReplies = {
+  tooManySessions: () => reply(421, '4.7.0', 'Too many connections from your address, try again later'),
+  tooManyFromNetwork: () => reply(421, '4.7.0', 'Too many connections from your network, try again later'),
+  connectionRate: () => reply(421, '4.7.0', 'Connection rate limit exceeded, try again later'),
+  messageRate: () => reply(421, '4.7.0', 'Message rate limit exceeded, try again later'),
+  tarpitFull: () => reply(421, '4.7.0', 'Too many suspect connections, try again later'),
+  earlyTalker: () => reply(554, '5.5.1', 'Protocol error: you talked before the greeting'),
+  dnsbl: (address: string) =>
+    reply(554, '5.7.1', `Service unavailable; client [${address}] blocked using DNSBL`),
+};
+
+/** The wire form of a reply: one line per text line, `NNN-` on all but the last. */
+export function wire(r: Reply): string {
+  return r.lines.map((l, i) => `${r.code}${i < r.lines.length - 1 ? '-' : ' '}${l}\r\n`).join('');
+}
