@@ -45,6 +45,12 @@ interface BackendState {
   /** A reply has shown this node's lease on the backend (so a missing lease later is a lapse). */
   registered: boolean;
   lastUsed: number;
+  /**
+   * Slots this node may hold while the cluster count is unknown (an outage, and one ttl after it):
+   * its share floor(cap / nodes), but no more than it held plus its part of the headroom last seen,
+   * so that nodes already above their share when Redis went away do not push the sum over the cap.
+   */
+  allowance?: number;
 }
 
 interface ReleaseMessage {
@@ -112,6 +118,12 @@ export class RedisLedger implements Ledger {
   private ticking: Promise<void> | undefined;
   private tickAgain = false;
   private everSynced = false;
+  /**
+   * Until then (one lease ttl after Redis came back from an outage) this node also keeps to its
+   * local share: a Redis that restarted empty knows only the nodes that have re-asserted so far, and
+   * every live node re-asserts within one heartbeat (ttl/3).
+   */
+  private settlingUntil = 0;
   private closed = false;
 
   private constructor(
@@ -190,6 +202,7 @@ export class RedisLedger implements Ledger {
     const st = this.state(backendId);
     while (this.gate) await this.gate;
     if (!this.synced) return this.acquireLocally(backendId, st, cap);
+    if (Date.now() < this.settlingUntil && !this.withinLocalShare(st, cap)) return undefined;
     const registered = st.registered;
     this.inflight += 1;
     let reply: number[];
@@ -282,8 +295,14 @@ export class RedisLedger implements Ledger {
 
   private acquireLocally(backendId: string, st: BackendState, cap: number): Lease | undefined {
     if (this.opts.onRedisDown === 'reject') return undefined;
-    if (st.held >= Math.floor(cap / this.nodesSeen)) return undefined;
+    if (!this.withinLocalShare(st, cap)) return undefined;
     return this.grant(backendId, st);
+  }
+
+  private withinLocalShare(st: BackendState, cap: number): boolean {
+    const share = Math.floor(cap / this.nodesSeen);
+    st.allowance ??= Math.min(share, st.held + Math.floor(Math.max(0, cap - st.total) / this.nodesSeen));
+    return st.held < st.allowance;
   }
 
   private grant(backendId: string, st: BackendState): Lease {
@@ -365,7 +384,11 @@ export class RedisLedger implements Ledger {
   private async beatAll(): Promise<void> {
     try {
       const reply = await this.send('node-beat', [this.keys.liveNodes, this.opts.nodeId, this.ttl]);
-      this.nodesSeen = Math.max(1, checkReply('node-beat', reply)[1]!);
+      const seen = Math.max(1, checkReply('node-beat', reply)[1]!);
+      // Right after an outage Redis may have restarted empty and know only the nodes that beat
+      // since: keep the larger count until every node has had the time to beat again.
+      this.nodesSeen =
+        !this.synced || Date.now() < this.settlingUntil ? Math.max(this.nodesSeen, seen) : seen;
       if (!this.synced) {
         await this.resync();
         return;
@@ -432,8 +455,13 @@ export class RedisLedger implements Ledger {
       // A call failed while the re-asserts were on the way: stay degraded, the next beat retries.
       if (!this.synced) return;
       if (this.currentMode !== 'redis') {
-        if (this.everSynced)
-          this.log.info({ backends: ids.length }, 'ledger: Redis back, counts re-asserted');
+        if (this.everSynced) {
+          this.settlingUntil = Date.now() + this.ttl;
+          this.log.info(
+            { backends: ids.length },
+            'ledger: Redis back, counts re-asserted; local share kept for one lease ttl while the other nodes re-assert',
+          );
+        }
         this.everSynced = true;
         this.setMode('redis');
         for (const id of ids) this.notify(id);
@@ -470,6 +498,7 @@ export class RedisLedger implements Ledger {
         ? `ledger degraded: Redis unreachable, keeping to floor(cap / ${this.nodesSeen}) per backend`
         : 'ledger degraded: Redis unreachable, refusing new backend connections',
     );
+    for (const st of this.backends.values()) st.allowance = undefined;
     this.setMode('degraded');
     // The local share may allow what the cluster count refused.
     for (const id of this.backends.keys()) this.notify(id);
