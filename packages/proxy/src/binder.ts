@@ -30,14 +30,16 @@ export interface BoundBackend {
 
 export type BindResult = { ok: true; bound: BoundBackend } | { ok: false; reply: Reply };
 
-// A release may be published while our Redis subscriber is reconnecting; a waiter looks again at
-// this interval so a missed wake-up costs at most this long, not the whole queueTimeout.
-const RECHECK_MS = 1000;
-
 export interface BinderDeps {
   ledger: Ledger;
   waiters: SlotWaiters;
   admission: () => AdmissionConfig;
+  /**
+   * How often a waiter looks again without a wake-up. Releases wake waiters, but a dead node's lease
+   * expires without any event, and a release published while the Redis subscriber reconnects is
+   * lost: a bounded re-check makes either cost at most this long, not the whole queueTimeout.
+   */
+  recheckMs: () => number;
   metrics: Metrics;
 }
 
@@ -79,7 +81,7 @@ export class Binder {
         }
         waitedSince ??= Date.now();
         const ids = new Set(open.map((b) => b.id));
-        const how = await waiters.wait(ids, Math.min(left, RECHECK_MS), signal);
+        const how = await waiters.wait(ids, Math.min(left, this.#d.recheckMs()), signal);
         if (how === 'aborted') break;
         continue;
       }

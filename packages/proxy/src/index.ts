@@ -1,3 +1,4 @@
+export type { NodeStatus } from './admin.js';
 export { createLogger, type Logger } from './logger.js';
 export { Metrics } from './metrics.js';
 export { type NodeOptions, SmtpLbNode } from './node.js';

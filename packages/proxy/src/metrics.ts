@@ -93,6 +93,18 @@ export class Metrics {
     labelNames: ['pool'] as const,
     registers: [this.registry],
   });
+  readonly discoveryStale = new Gauge({
+    name: 'smtp_lb_discovery_stale',
+    help: '1 while a pool keeps its last known backend set because discovery is unreachable',
+    labelNames: ['pool'] as const,
+    registers: [this.registry],
+  });
+  readonly discoveryErrors = new Counter({
+    name: 'smtp_lb_discovery_errors_total',
+    help: 'Failed discovery queries per pool, by error code',
+    labelNames: ['pool', 'code'] as const,
+    registers: [this.registry],
+  });
   readonly tarpitSessionsActive = new Gauge({
     name: 'smtp_lb_tarpit_sessions_active',
     help: 'Sessions being slowed down (tarpitted) on this node',

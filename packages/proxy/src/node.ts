@@ -75,6 +75,8 @@ export class SmtpLbNode {
       ledger,
       waiters: this.#waiters,
       admission: () => this.#config.admission,
+      // A quarter of the lease: a dead node's slots are found free soon after they expire.
+      recheckMs: () => Math.min(1000, this.#config.ledger.leaseTtl / 4),
       metrics: this.metrics,
     });
     this.#deps = {

@@ -122,7 +122,7 @@ export class ProxySession {
     // A kept connection may have died while idle; a transaction that has sent nothing to it yet
     // simply binds again.
     for (let attempt = 0; ; attempt++) {
-      const bound = await this.#ensureBound(poolName);
+      const bound = await this.#ensureBound(poolName, !tx.mailAtBackend);
       if ('code' in bound) return bound;
       try {
         if (this.#dirty && !tx.mailAtBackend) {
@@ -222,9 +222,24 @@ export class ProxySession {
     return !this.#inData && !this.#inRcpt && this.#tx === undefined;
   }
 
-  async #ensureBound(poolName: string): Promise<BoundBackend | Reply> {
+  /**
+   * The session's backend for `poolName`. A kept connection serves a new transaction only while its
+   * backend is still in the pool's set: one that turned critical or left gets no new transactions.
+   */
+  async #ensureBound(poolName: string, newTransaction: boolean): Promise<BoundBackend | Reply> {
     const kept = this.#bound;
-    if (kept && kept.pool === poolName && !kept.conn.closed) return kept;
+    if (
+      kept &&
+      kept.pool === poolName &&
+      !kept.conn.closed &&
+      (!newTransaction ||
+        this.#d
+          .pool(poolName)
+          ?.source.current()
+          .some((b) => b.id === kept.backend.id))
+    ) {
+      return kept;
+    }
     if (kept) {
       this.#bound = undefined;
       this.#dirty = false;

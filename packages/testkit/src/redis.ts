@@ -23,6 +23,8 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** Stops the server and starts a new one on the same port (empty: nothing is persisted). */
   restart(): Promise<void>;
+  /** Stops the server but keeps its port and directory, for an outage that `restart()` ends. */
+  down(): Promise<void>;
 }
 
 export interface RedisClusterNode {
@@ -85,6 +87,9 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     async restart() {
       await server.stop();
       server = await spawnRedis(port, dir.path, args);
+    },
+    async down() {
+      await server.stop();
     },
   };
 }
