@@ -1,0 +1,270 @@
+// Cluster-wide caps (DESIGN.md invariants 2 and 3): three node processes share one Redis; the capture
+// backends' own record of concurrent connections never exceeds their caps, every 250 is a message the
+// backend has, slots of a SIGKILLed node free up within leaseTtl + 1 s, and a Redis outage leaves the
+// nodes up, within their local share, with the counts right afterwards.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  type CaptureBackend,
+  type RedisServer,
+  startCaptureBackend,
+  startRedis,
+  startRedisCluster,
+} from '@smtp-lb/testkit';
+import { type CliNode, startCliNode } from '../helpers/cli-node.js';
+import { SmtpDialog } from '../helpers/smtp-dialog.js';
+
+const cleanup: Array<() => Promise<void> | void> = [];
+after(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+function poolOf(backends: Array<{ b: CaptureBackend; cap: number }>, ledger: string, extra = ''): string {
+  return `pools:
+  default:
+    static:
+${backends.map(({ b, cap }) => `      - { address: "${b.address}", maxConnections: ${cap} }`).join('\n')}
+    tls: none
+    xclient: off
+${ledger}
+admission: { queueTimeout: 20s, maxWaiting: 1000 }
+${extra}`;
+}
+
+async function startNodes(n: number, body: string, prefix: string): Promise<CliNode[]> {
+  const nodes: CliNode[] = [];
+  for (let i = 0; i < n; i++) {
+    const node = await startCliNode(`${prefix}-${i}`, body);
+    cleanup.push(() => node.kill());
+    nodes.push(node);
+  }
+  return nodes;
+}
+
+interface Outcome {
+  id: string;
+  code: number;
+  raw: string;
+}
+
+/** One client session: `messages` transactions, each tagged so the backend copy can be found. */
+async function client(port: number, tag: string, messages: number): Promise<Outcome[]> {
+  const out: Outcome[] = [];
+  let c: SmtpDialog | undefined;
+  try {
+    c = await SmtpDialog.open(port);
+    const greet = await c.read(60_000);
+    if (greet.code !== 220) return [{ id: `${tag}-0`, code: greet.code, raw: greet.raw }];
+    await c.cmd('EHLO load.test', 60_000);
+    for (let m = 0; m < messages; m++) {
+      const id = `${tag}-${m}`;
+      await c.cmd('MAIL FROM:<load@example.org>', 60_000);
+      const rcpt = await c.cmd(`RCPT TO:<${id}@example.test>`, 60_000);
+      if (rcpt.code !== 250) {
+        out.push({ id, code: rcpt.code, raw: rcpt.raw });
+        await c.cmd('RSET', 60_000);
+        continue;
+      }
+      await c.cmd('DATA', 60_000);
+      const r = await c.cmd(`Subject: ${id}\r\nX-Id: ${id}\r\n\r\nload\r\n.`, 60_000);
+      out.push({ id, code: r.code, raw: r.raw });
+    }
+    await c.cmd('QUIT', 60_000).catch(() => undefined);
+  } catch (err) {
+    out.push({ id: `${tag}-error`, code: 0, raw: String(err) });
+  } finally {
+    c?.close();
+  }
+  return out;
+}
+
+function delivered(backends: CaptureBackend[]): Set<string> {
+  const ids = new Set<string>();
+  for (const b of backends) for (const m of b.messages) ids.add(/X-Id: (\S+)/.exec(m.data.toString())![1]!);
+  return ids;
+}
+
+async function capTest(ledger: string, prefix: string): Promise<void> {
+  const a = await startCaptureBackend();
+  const b = await startCaptureBackend();
+  cleanup.push(
+    () => a.close(),
+    () => b.close(),
+  );
+  const nodes = await startNodes(
+    3,
+    poolOf(
+      [
+        { b: a, cap: 20 },
+        { b, cap: 5 },
+      ],
+      ledger,
+      'balancing: { policy: least-connections }',
+    ),
+    prefix,
+  );
+  const clients = 300;
+  const results = (
+    await Promise.all(
+      Array.from({ length: clients }, (_, i) => client(nodes[i % 3]!.port, `${prefix}c${i}`, 3)),
+    )
+  ).flat();
+  assert.ok(a.maxConcurrent <= 20, `backend A saw ${a.maxConcurrent} connections at once, cap 20`);
+  assert.ok(b.maxConcurrent <= 5, `backend B saw ${b.maxConcurrent} connections at once, cap 5`);
+  assert.ok(a.maxConcurrent >= 10 && b.maxConcurrent >= 1, 'both backends were used');
+  const got = delivered([a, b]);
+  const accepted = results.filter((r) => r.code === 250);
+  for (const r of accepted) assert.ok(got.has(r.id), `${r.id} got 250 but no backend has it`);
+  for (const r of results.filter((x) => x.code !== 250))
+    assert.ok(r.code >= 400 && r.code < 500, `${r.id}: ${r.raw}`);
+  assert.ok(accepted.length > results.length / 2, `only ${accepted.length} of ${results.length} accepted`);
+  for (const n of nodes) assert.equal(n.child.exitCode, null, `node ${n.id} still runs`);
+}
+
+describe('cluster-wide caps', { timeout: 240_000 }, () => {
+  let redis: RedisServer;
+  before(async () => {
+    redis = await startRedis();
+    cleanup.push(() => redis.stop());
+  });
+
+  test('three nodes, 300 clients, caps 20 and 5 hold on one Redis', async () => {
+    await capTest(`ledger: { redis: "${redis.url}", leaseTtl: 3s, keyPrefix: caps1 }`, 'r');
+  });
+
+  test('the same on a three-master Redis Cluster', async () => {
+    const cluster = await startRedisCluster({ masters: 3 });
+    cleanup.push(() => cluster.stop());
+    await capTest(
+      `ledger: { redisCluster: [${cluster.urls.map((u) => `"${u}"`).join(', ')}], leaseTtl: 3s, keyPrefix: caps2 }`,
+      'k',
+    );
+  });
+
+  test('slots of a SIGKILLed node count again within leaseTtl + 1 s', async () => {
+    const c = await startCaptureBackend();
+    cleanup.push(() => c.close());
+    const ledger = `ledger: { redis: "${redis.url}", leaseTtl: 2s, keyPrefix: kill }`;
+    const [victim, survivor] = await startNodes(2, poolOf([{ b: c, cap: 3 }], ledger), 'kill');
+    const held: SmtpDialog[] = [];
+    for (let i = 0; i < 3; i++) {
+      const s = await SmtpDialog.open(victim!.port);
+      await s.read();
+      await s.cmd('EHLO held.test');
+      await s.cmd('MAIL FROM:<a@example.org>');
+      assert.equal((await s.cmd('RCPT TO:<b@example.test>')).code, 250);
+      held.push(s);
+    }
+    const waiting = await SmtpDialog.open(survivor!.port);
+    await waiting.read();
+    await waiting.cmd('EHLO wait.test');
+    await waiting.cmd('MAIL FROM:<a@example.org>');
+    const reply = waiting.cmd('RCPT TO:<b@example.test>', 30_000);
+    await new Promise((r) => setTimeout(r, 300));
+    const killedAt = Date.now();
+    victim!.kill('SIGKILL');
+    const r = await reply;
+    const waited = Date.now() - killedAt;
+    assert.equal(r.code, 250, r.raw);
+    assert.ok(waited <= 3000, `the slot came back after ${waited} ms (leaseTtl 2 s + 1 s)`);
+    assert.ok(c.maxConcurrent <= 3);
+    for (const s of held) s.close();
+    waiting.close();
+  });
+
+  test('Redis stopped and restarted under load: nodes stay up, keep to their share, counts are right after', async () => {
+    const d = await startCaptureBackend();
+    cleanup.push(() => d.close());
+    const ledger = `ledger: { redis: "${redis.url}", leaseTtl: 2s, keyPrefix: outage, onRedisDown: local-share }`;
+    const nodes = await startNodes(3, poolOf([{ b: d, cap: 9 }], ledger), 'out');
+    let stop = false;
+    const results: Outcome[] = [];
+    const loop = async (i: number) => {
+      for (let round = 0; !stop; round++)
+        results.push(...(await client(nodes[i % 3]!.port, `o${i}-${round}`, 1)));
+    };
+    const load = Promise.all(Array.from({ length: 30 }, (_, i) => loop(i)));
+
+    await new Promise((r) => setTimeout(r, 1500));
+    await redis.down();
+    const degradedAt = Date.now();
+    await new Promise((r) => setTimeout(r, 3000));
+    const during = await Promise.all(nodes.map((n) => n.status()));
+    for (const s of during) assert.equal(s.ledger.mode, 'degraded', `${s.node} knows Redis is down`);
+    const okDuring = results.filter((r) => r.code === 250).length;
+    await redis.restart();
+    await new Promise((r) => setTimeout(r, 3000));
+    stop = true;
+    await load;
+    assert.ok(Date.now() - degradedAt > 3000);
+    for (const n of nodes) assert.equal(n.child.exitCode, null, `${n.id} survived the outage`);
+    assert.ok(d.maxConcurrent <= 9, `backend saw ${d.maxConcurrent}, cap 9`);
+    assert.ok(results.filter((r) => r.code === 250).length > okDuring, 'traffic flowed after Redis returned');
+    for (const r of results.filter((x) => x.code !== 250))
+      assert.ok(r.code >= 400 && r.code < 500, `${r.id}: ${r.raw}`);
+    const got = delivered([d]);
+    for (const r of results.filter((x) => x.code === 250))
+      assert.ok(got.has(r.id), `${r.id} got 250 but is missing`);
+    // Idle now: every node and the cluster count agree on zero.
+    await new Promise((r) => setTimeout(r, 1500));
+    for (const n of nodes) {
+      const s = await n.status();
+      assert.equal(s.ledger.mode, 'redis');
+      const backend = s.pools[0]!.backends[0]!;
+      assert.equal(backend.nodeConnections, 0, `${n.id} holds nothing`);
+      assert.equal(backend.clusterConnections, 0, `${n.id} sees zero cluster-wide`);
+    }
+  });
+
+  test('least-connections picks the backend that is least loaded cluster-wide', async () => {
+    const a = await startCaptureBackend();
+    const b = await startCaptureBackend();
+    cleanup.push(
+      () => a.close(),
+      () => b.close(),
+    );
+    const ledger = `ledger: { redis: "${redis.url}", leaseTtl: 3s, keyPrefix: lc }\nbalancing: { policy: least-connections }`;
+    // The first node only knows A, so its sessions all land there: the load is uneven.
+    const [loaded] = await startNodes(1, poolOf([{ b: a, cap: 50 }], ledger), 'lc-a');
+    const [fresh] = await startNodes(
+      1,
+      poolOf(
+        [
+          { b: a, cap: 50 },
+          { b, cap: 50 },
+        ],
+        ledger,
+      ),
+      'lc-b',
+    );
+    const held: SmtpDialog[] = [];
+    for (let i = 0; i < 4; i++) {
+      const s = await SmtpDialog.open(loaded!.port);
+      await s.read();
+      await s.cmd('EHLO held.test');
+      await s.cmd('MAIL FROM:<a@example.org>');
+      assert.equal((await s.cmd('RCPT TO:<b@example.test>')).code, 250);
+      held.push(s);
+    }
+    // Wait until the other node's view of the cluster shows A's load.
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const s = await fresh!.status();
+      if (s.pools[0]!.backends.find((x) => x.id === a.address)!.clusterConnections === 4) break;
+      assert.ok(Date.now() < deadline, 'the second node never saw the first node load A');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const before = { a: a.sessions.length, b: b.sessions.length };
+    for (let i = 0; i < 3; i++) {
+      const s = await SmtpDialog.open(fresh!.port);
+      await s.read();
+      await s.cmd('EHLO next.test');
+      await s.cmd('MAIL FROM:<a@example.org>');
+      assert.equal((await s.cmd('RCPT TO:<b@example.test>')).code, 250);
+      held.push(s);
+    }
+    assert.equal(b.sessions.length - before.b, 3, 'all three new sessions went to the idle backend B');
+    assert.equal(a.sessions.length - before.a, 0);
+    for (const s of held) s.close();
+  });
+});

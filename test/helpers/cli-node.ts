@@ -1,0 +1,72 @@
+// A node run as its own process (the real `smtp-lb` command), for tests that need several nodes,
+// SIGKILL, or a process that outlives a Redis outage.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { NodeStatus } from '@smtp-lb/proxy';
+import { freePort } from '@smtp-lb/testkit';
+import { SmtpDialog } from './smtp-dialog.js';
+
+export const CLI = resolve(import.meta.dirname, '../../../packages/proxy/dist/src/cli.js');
+
+export interface CliNode {
+  id: string;
+  port: number;
+  adminPort: number;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  output(): string;
+  status(): Promise<NodeStatus>;
+  kill(signal?: NodeJS.Signals): void;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'smtp-lb-nodes-'));
+
+/** Starts `smtp-lb --config` on free ports; `body` is the config without node, listeners and admin. */
+export async function startCliNode(id: string, body: string): Promise<CliNode> {
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const file = join(dir, `${id}.yaml`);
+  writeFileSync(
+    file,
+    `node: { id: ${id} }
+listeners:
+  - { name: inbound, listen: "127.0.0.1:${port}", hostname: ${id}.test, pool: default }
+admin: { listen: "127.0.0.1:${adminPort}" }
+log: { level: info }
+${body}`,
+  );
+  const child = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => {
+    out += d;
+  });
+  child.stderr!.on('data', (d) => {
+    out += d;
+  });
+  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
+  const node: CliNode = {
+    id,
+    port,
+    adminPort,
+    child,
+    exited,
+    output: () => out,
+    status: async () => (await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json()) as NodeStatus,
+    kill: (signal = 'SIGKILL') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+  };
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const c = await SmtpDialog.open(port).catch(() => undefined);
+    if (c) {
+      c.close();
+      return node;
+    }
+    if (child.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`node ${id} did not start:\n${out}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
