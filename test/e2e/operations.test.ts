@@ -6,7 +6,9 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { freePort, runCommand, startCaptureBackend } from '@smtp-lb/testkit';
+import { RedisKeys } from '@smtp-lb/ledger';
+import { freePort, runCommand, startCaptureBackend, startRedis } from '@smtp-lb/testkit';
+import { Redis } from 'ioredis';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { simpleConfig, startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
@@ -172,16 +174,23 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms 
 }
 
 describe('signals', { timeout: 90_000 }, () => {
-  test('SIGTERM: readiness drops, a message mid-DATA completes with 250, new connections are refused, exit 0', async () => {
+  test('SIGTERM: readiness drops, a message mid-DATA completes with 250, new connections are refused, exit 0, slots free in Redis', async () => {
     const backend = await startCaptureBackend();
-    cleanup.push(() => backend.close());
+    const redis = await startRedis();
+    const admin$ = new Redis(redis.url);
+    cleanup.push(
+      () => backend.close(),
+      () => redis.stop(),
+      () => void admin$.disconnect(),
+    );
     const [port, adminPort] = [await freePort(), await freePort()];
     const yaml = simpleConfig([backend.address])
       .replace('127.0.0.1:0', `127.0.0.1:${port}`)
       .replace(
         'admin: { listen: 127.0.0.1:0 }',
-        `admin: { listen: 127.0.0.1:${adminPort} }\ndrainTimeout: 20s`,
+        `admin: { listen: 127.0.0.1:${adminPort} }\ndrainTimeout: 20s\nledger: { redis: "${redis.url}", keyPrefix: drain }`,
       );
+    const counts = new RedisKeys('drain').backend(backend.address).counts;
     const node = await startCli(yaml);
     const admin = `http://127.0.0.1:${adminPort}`;
     await waitFor('ready', async () => ((await fetch(`${admin}/readyz`)).status === 200 ? true : undefined));
@@ -193,6 +202,11 @@ describe('signals', { timeout: 90_000 }, () => {
     assert.equal((await busy.cmd('RCPT TO:<b@example.test>')).code, 250);
     assert.equal((await busy.cmd('DATA')).code, 354);
     busy.write('Subject: drain\r\n\r\nfirst half\r\n');
+    assert.deepEqual(
+      await admin$.hgetall(counts),
+      { 'test-node': '1' },
+      'the busy session holds a slot in Redis',
+    );
 
     const idle = await SmtpDialog.open(port);
     assert.equal((await idle.read()).code, 220);
@@ -227,6 +241,8 @@ describe('signals', { timeout: 90_000 }, () => {
     const code = await node.exited;
     assert.equal(code, 0, node.output());
     assert.ok(Date.now() - started < 20_000, 'exited before the drain timeout');
+    const left = Object.values(await admin$.hgetall(counts)).reduce((n: number, v) => n + Number(v), 0);
+    assert.equal(left, 0, 'the node left no slot counted in Redis');
   });
 
   test('SIGHUP: a pool change applies to the next session while one in flight completes; a bad file changes nothing', async () => {
