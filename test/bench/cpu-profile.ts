@@ -55,9 +55,14 @@ function moduleOf(frame: CallFrame, root: string): string {
   return url;
 }
 
+// A RegExp frame is named by its whole pattern; the start is enough to recognise it.
+function short(name: string): string {
+  return name.length > 60 ? `${name.slice(0, 57)}...` : name;
+}
+
 function label(frame: CallFrame, root: string): string {
   const url = relative(frame.url, root);
-  const fn = frame.functionName || '(anonymous)';
+  const fn = short(frame.functionName || '(anonymous)');
   return url ? `${fn} ${url.replace(/^.*node_modules\//, '')}:${frame.lineNumber + 1}` : fn;
 }
 
@@ -112,12 +117,16 @@ export async function summarizeProfile(
       while (up !== undefined) {
         const f = byId.get(up)!.callFrame;
         if (/\/(packages|node_modules)\//.test(f.url)) {
-          caller = `${frame.functionName} ← ${label(f, root)}`;
+          caller = `${short(frame.functionName)} ← ${label(f, root)}`;
           break;
         }
         up = parent.get(up);
       }
-      add(nativeByCaller, caller === '(no JS caller)' ? `${frame.functionName} ${caller}` : caller, us);
+      add(
+        nativeByCaller,
+        caller === '(no JS caller)' ? `${short(frame.functionName)} ${caller}` : caller,
+        us,
+      );
     }
   }
   const busyUs = totalUs - idleUs;

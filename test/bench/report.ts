@@ -15,6 +15,10 @@ export interface PathResult {
   rates: Record<Mode, number[]>;
   /** rate / direct rate of the same repetition. */
   ratios: Record<Mode, number[]>;
+  /** CPU microseconds the proxy's processes used per message, each repetition. */
+  cpuUs: Record<Mode, number[]>;
+  /** Share of that CPU time spent in user space (the rest is the kernel's), each repetition. */
+  userShare: Record<Mode, number[]>;
   error?: string;
 }
 
@@ -133,17 +137,21 @@ function targets(r: Results): Target[] {
 function throughputTable(r: Results): string[] {
   const direct = path(r, 'direct');
   const lines = [
-    `| path | ${MODE_NAME.new}: msg/s | ratio to direct | ${MODE_NAME.reuse}: msg/s | ratio to direct |`,
-    '| --- | ---: | ---: | ---: | ---: |',
+    `| path | ${MODE_NAME.new}: msg/s | ratio to direct | proxy CPU µs/msg | ${MODE_NAME.reuse}: msg/s | ratio to direct | proxy CPU µs/msg |`,
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const p of r.paths) {
     if (p.error || p.rates.new.length === 0) {
-      lines.push(`| ${p.label} | not measured: ${p.error ?? 'no run'} | | | |`);
+      lines.push(`| ${p.label} | not measured: ${p.error ?? 'no run'} | | | | | |`);
       continue;
     }
     const cells = (['new', 'reuse'] as const).map((m) => {
       const runs = p.rates[m].map((x) => x.toFixed(0)).join(', ');
-      return `${f1(median(p.rates[m]))} (${runs}) | ${f2(pairedRatio(p, direct, m))}`;
+      const cpu =
+        p.id === 'direct'
+          ? '—'
+          : `${median(p.cpuUs[m]).toFixed(0)} (${(median(p.userShare[m]) * 100).toFixed(0)} % user)`;
+      return `${f1(median(p.rates[m]))} (${runs}) | ${f2(pairedRatio(p, direct, m))} | ${cpu}`;
     });
     lines.push(`| ${p.label} | ${cells.join(' | ')} |`);
   }
@@ -227,9 +235,11 @@ export function renderReport(r: Results): string {
     '## Throughput',
     '',
     `smtp-source, ${r.load.sessions} parallel sessions, ${r.load.size}-byte messages, ${r.load.messages.new} messages per run with a new`,
-    `connection per message and ${r.load.messages.reuse} with reused connections; paths interleaved, ${r.load.reps} repetitions. The`,
+    `connection per message and ${r.load.messages.reuse} with reused connections; paths interleaved, ${r.load.reps} repetition(s). The`,
     'figure is the median rate (each run in brackets); the ratio is the median over repetitions of the rate',
-    'divided by direct in the same repetition.',
+    "divided by direct in the same repetition. Proxy CPU is the user + system time of all the path's proxy",
+    'processes (both nodes and HAProxy for the pair; nginx master and worker) per message, median, with',
+    'the share spent in user space (the rest is the kernel working for it: sockets, polling).',
     '',
     ...throughputTable(r),
     '',
@@ -259,7 +269,7 @@ export function renderReport(r: Results): string {
   } else {
     lines.push(`Not measured: ${r.idleError ?? 'no run'}`, '');
   }
-  lines.push('## CPU profile under the new-connection load', '');
+  lines.push('## CPU profiles', '');
   for (const p of r.profiles) lines.push(...profileSection(p));
   lines.push(r.findings.trim(), '');
   return lines.join('\n');

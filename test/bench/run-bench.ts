@@ -2,7 +2,8 @@
 // smtp-source through them interleaved and repeated, measures added latency with our load generator,
 // holds N idle sessions on one node, profiles a node under the new-connection load, and writes
 // BENCHMARKS.md. Everything started here is stopped in `finally` (and by testkit's exit guard).
-// `--quick` runs a small version (one repetition, small counts) to check the harness itself.
+// `--quick` runs a small version (one repetition, small counts) to check the harness itself;
+// `--render FILE` only writes BENCHMARKS.md again from a results.json (after editing findings.md).
 import { execFileSync } from 'node:child_process';
 import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -20,6 +21,7 @@ import {
 import { summarizeProfile } from './cpu-profile.js';
 import { holdIdleSessions } from './idle-sessions.js';
 import { measureLatency } from './load-generator.js';
+import { groupCpu } from './process-cpu.js';
 import {
   type LatencyLevel,
   type LatencyRow,
@@ -38,6 +40,7 @@ const NO_GREET_DELAY = path.join(HERE, 'no-greet-delay.js');
 const MODES: Mode[] = ['new', 'reuse'];
 
 const quick = process.argv.includes('--quick');
+const renderArg = process.argv.indexOf('--render');
 const outArg = process.argv.indexOf('--out');
 const OUT = outArg > 0 ? path.resolve(process.argv[outArg + 1]!) : path.join(ROOT, 'BENCHMARKS.md');
 
@@ -74,6 +77,12 @@ function loadavg(): string {
 
 // Others may use this machine during a run: its load before and after is part of the record.
 const loadStart = loadavg();
+// The commit the run measured (scripts/bench.sh builds the work tree as it is).
+const build = version(
+  'git',
+  ['-C', ROOT, 'describe', '--always', '--dirty=, with uncommitted changes'],
+  /^(.+)$/m,
+);
 
 function machine(): Record<string, string> {
   const cpus = os.cpus();
@@ -88,6 +97,7 @@ function machine(): Record<string, string> {
     HAProxy: version('haproxy', ['-v'], /version (\S+)/),
     nginx: version('sh', ['-c', 'nginx -v 2>&1'], /nginx\/(\S+)/),
     Redis: version('redis-server', ['--version'], /v=(\S+)/),
+    'smtp-lb build': build,
     'load average at start / end': `${loadStart} / ${loadavg()}`,
   };
 }
@@ -105,6 +115,8 @@ interface Path {
   id: string;
   label: string;
   port: number;
+  /** Process groups of the proxy (none for direct). */
+  groups: number[];
 }
 
 async function main(): Promise<void> {
@@ -120,12 +132,22 @@ async function main(): Promise<void> {
     const results: PathResult[] = [];
     const paths: Path[] = [];
     const add = async (id: string, label: string, start: () => Promise<Target | number>) => {
-      const r: PathResult = { id, label, rates: { new: [], reuse: [] }, ratios: { new: [], reuse: [] } };
+      const r: PathResult = {
+        id,
+        label,
+        rates: { new: [], reuse: [] },
+        ratios: { new: [], reuse: [] },
+        cpuUs: { new: [], reuse: [] },
+        userShare: { new: [], reuse: [] },
+      };
       results.push(r);
       try {
         const t = await start();
-        if (typeof t !== 'number') running.push(t);
-        paths.push({ id, label, port: typeof t === 'number' ? t : t.port });
+        if (typeof t === 'number') paths.push({ id, label, port: t, groups: [] });
+        else {
+          running.push(t);
+          paths.push({ id, label, port: t.port, groups: t.groups });
+        }
         log(`${id} ready`);
       } catch (err) {
         r.error = (err as Error).message.split('\n')[0];
@@ -176,7 +198,8 @@ async function main(): Promise<void> {
         keyPrefix: 'pair',
       });
       running.push(b);
-      return startHaproxy('haproxy-pair', dir.path, [a.port, b.port]);
+      const lb = await startHaproxy('haproxy-pair', dir.path, [a.port, b.port]);
+      return { ...lb, groups: [...a.groups, ...b.groups, ...lb.groups] };
     });
     await add('node-greet-now', 'what-if: one node, in-memory, no 100 ms greeting wait', () =>
       startNode(dir.path, {
@@ -217,10 +240,19 @@ async function main(): Promise<void> {
           const r = results.find((x) => x.id === p.id)!;
           if (r.error) continue;
           try {
+            const before = await groupCpu(p.groups);
             const run = await runSmtpSource(load(mode, MESSAGES[mode]), p.port, SOURCE_TIMEOUT_MS);
+            const after = await groupCpu(p.groups);
+            const user = after.user - before.user;
+            const cpu = user + after.system - before.system;
+            const cpuUs = (cpu * 1e6) / MESSAGES[mode];
             rates.set(p.id, run.rate);
             r.rates[mode].push(run.rate);
-            log(`rep ${rep + 1} ${mode.padEnd(5)} ${p.id.padEnd(14)} ${run.rate.toFixed(1)} msg/s`);
+            r.cpuUs[mode].push(cpuUs);
+            if (cpu > 0) r.userShare[mode].push(user / cpu);
+            log(
+              `rep ${rep + 1} ${mode.padEnd(5)} ${p.id.padEnd(14)} ${run.rate.toFixed(1)} msg/s, proxy CPU ${cpuUs.toFixed(0)} µs/msg`,
+            );
           } catch (err) {
             r.error = (err as Error).message.split('\n')[0];
             log(`${p.id} failed: ${(err as Error).message}`);
@@ -277,13 +309,15 @@ async function main(): Promise<void> {
     while (running.length > 1) await running.pop()!.stop();
 
     const profiles: Results['profiles'] = [];
-    for (const [name, title, extra] of [
-      ['node-profiled', 'One node, in-memory ledger, as it is', []],
+    for (const [name, title, mode, extra] of [
+      ['node-profiled', 'One node, in-memory ledger, new connection per message', 'new', []],
       [
         'node-profiled-greet-now',
-        'What-if: the same node without the 100 ms greeting wait',
+        'What-if: the same node without the 100 ms greeting wait, new connection per message',
+        'new',
         ['--import', NO_GREET_DELAY],
       ],
+      ['node-profiled-reuse', 'One node, in-memory ledger, connections reused', 'reuse', []],
     ] as const) {
       const profDir = path.join(dir.path, name);
       const keep = path.join(HERE, `${name}.cpuprofile`);
@@ -298,9 +332,9 @@ async function main(): Promise<void> {
         });
         let fromUs: number;
         try {
-          await runSmtpSource(load('new', WARMUP.new), node.port, SOURCE_TIMEOUT_MS);
+          await runSmtpSource(load(mode, WARMUP[mode]), node.port, SOURCE_TIMEOUT_MS);
           fromUs = Number(process.hrtime.bigint() / 1000n);
-          await runSmtpSource(load('new', MESSAGES.new), node.port, SOURCE_TIMEOUT_MS);
+          await runSmtpSource(load(mode, MESSAGES[mode]), node.port, SOURCE_TIMEOUT_MS);
         } finally {
           // SIGTERM drains and exits; Node writes the profile on exit.
           await node.stop();
@@ -347,7 +381,7 @@ async function main(): Promise<void> {
       }
     }
 
-    const findings = await readFile(path.join(ROOT, 'test/bench/findings.md'), 'utf8');
+    const findings = await readFindings();
     const srcNew = ['smtp-source', ...sourceArgs(load('new', MESSAGES.new), 0)]
       .join(' ')
       .replace(':0', ':PORT');
@@ -360,7 +394,7 @@ async function main(): Promise<void> {
       machine: machine(),
       load: { sessions: SESSIONS, size: SIZE, messages: MESSAGES, reps: REPS },
       commands: [
-        `\`npm run bench\` = \`bash scripts/bench.sh\` (installs nginx-light + libnginx-mod-mail when missing, \`ulimit -n 65536\`, \`tsc -b test\`, \`node test/dist/bench/run-bench.js\`)${quick ? ', here with `--quick`' : ''}`,
+        `\`npm run bench\` = \`bash scripts/bench.sh\` (installs nginx-light + libnginx-mod-mail when missing, raises \`ulimit -n\` (65536, or the hard limit), \`tsc -b test\`, \`node test/dist/bench/run-bench.js\`)${quick ? ', here with `--quick`' : ''}`,
         `load, new connection per message: \`${srcNew}\``,
         `load, reused connections: \`${srcReuse}\``,
         '`smtp-sink -u nobody 127.0.0.1:PORT 1024` (one sink behind every path; it offers XCLIENT and PIPELINING)',
@@ -368,7 +402,7 @@ async function main(): Promise<void> {
         'nginx: `nginx -e stderr -p DIR -c FILE`, `worker_processes 1`, mail `protocol smtp`, `smtp_auth none`, `xclient on`, auth_http answered by a node HTTP server in the bench process (`Auth-Status: OK`, `Auth-Server`, `Auth-Port`) (`nginxConfig`)',
         'smtp-lb: `node packages/proxy/dist/src/cli.js --config FILE`, one listener, one static pool (the sink), `tls: none`, `xclient: auto` (default), `log.level: warn`, `defaultMaxConnections: 1000`; Redis paths add `ledger.redis` (`nodeConfig`)',
         `what-if row: the same node started with \`node --import test/dist/bench/no-greet-delay.js\`, which removes smtp-server's fixed 100 ms wait before the greeting (nothing else changes)`,
-        `profiles: \`node --cpu-prof\` on a fresh node under the new-connection load above; the .cpuprofile files are kept in test/dist/bench/`,
+        `profiles: \`node --cpu-prof\` on a fresh node under the load above (a warm-up run first; only samples from the measured run are counted); the .cpuprofile files are kept in test/dist/bench/`,
       ],
       paths: results,
       latency,
@@ -383,7 +417,9 @@ async function main(): Promise<void> {
     for (const r of results) {
       if (r.error) log(`${r.label}: ${r.error}`);
       else
-        log(`${r.label}: ${MODES.map((m) => `${m} ${median(r.ratios[m]).toFixed(2)} × direct`).join(', ')}`);
+        log(
+          `${r.label}: ${MODES.map((m) => `${m} ${median(r.ratios[m]).toFixed(2)} × direct, ${median(r.cpuUs[m]).toFixed(0)} µs CPU/msg`).join('; ')}`,
+        );
     }
   } finally {
     for (const p of running.reverse()) await p.stop().catch(() => {});
@@ -391,7 +427,17 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
+function readFindings(): Promise<string> {
+  return readFile(path.join(ROOT, 'test/bench/findings.md'), 'utf8');
+}
+
+async function render(file: string): Promise<void> {
+  const results = JSON.parse(await readFile(file, 'utf8')) as Results;
+  await writeFile(OUT, renderReport({ ...results, findings: await readFindings() }));
+  log(`wrote ${OUT} from ${file}`);
+}
+
+(renderArg > 0 ? render(path.resolve(process.argv[renderArg + 1]!)) : main()).then(
   () => process.exit(0),
   (err: unknown) => {
     process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

@@ -10,8 +10,10 @@ import { freePort, type ManagedProcess, startProcess, waitForPort } from '@smtp-
 export interface Target {
   readonly name: string;
   readonly port: number;
-  /** The process to watch (RSS, CPU), when the target is one process. */
+  /** The process to watch (RSS), when the target is one process. */
   readonly process?: ManagedProcess;
+  /** Process groups whose CPU time is the path's (every process of the proxy). */
+  readonly groups: number[];
   stop(): Promise<void>;
 }
 
@@ -29,6 +31,7 @@ async function started(name: string, proc: ManagedProcess, port: number): Promis
     name,
     port,
     process: proc,
+    groups: [proc.pid],
     async stop() {
       await proc.stop();
     },
