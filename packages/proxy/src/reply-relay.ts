@@ -3,6 +3,7 @@
 // …`) and flattens multi-line text. Its connections have one write site for replies, `send`; we
 // wrap it once so that a reply the session queued with `queueRelay` is written verbatim instead.
 import type { Reply } from '@smtp-lb/upstream';
+import { smtpConnectionPrototype } from './smtp-connection-class.js';
 
 const RELAY = Symbol('smtp-lb.relay');
 
@@ -10,19 +11,14 @@ interface RelaySession {
   [RELAY]?: Reply;
 }
 
-type Send = (this: { session?: RelaySession }, code: number, data?: unknown, context?: unknown) => unknown;
-
 let installed = false;
 
 /** Wraps SMTPConnection#send (once per process). */
 export async function installReplyRelay(): Promise<void> {
   if (installed) return;
-  const serverModule = import.meta.resolve('smtp-server');
-  const { SMTPConnection } = (await import(new URL('./smtp-connection.js', serverModule).href)) as {
-    SMTPConnection: { prototype: { send: Send } };
-  };
-  const original = SMTPConnection.prototype.send;
-  SMTPConnection.prototype.send = function send(code, data, context) {
+  const proto = await smtpConnectionPrototype();
+  const original = proto.send;
+  proto.send = function send(this: { session?: RelaySession }, code, data, context) {
     const queued = this.session?.[RELAY];
     // Same class only: smtp-server answers every accepted RCPT with 250, the backend may say 251.
     if (queued && Math.trunc(queued.code / 100) === Math.trunc(code / 100)) {
