@@ -9,7 +9,8 @@ import type { TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 import { fromClient, metric, sleep, startShapingNode, waitForLog } from './shaping-helpers.js';
 
-const DELAY = 600;
+// Long enough that an untarpitted reply on a busy CI machine stays well under it.
+const DELAY = 1000;
 
 async function timed<T>(p: Promise<T>): Promise<[T, number]> {
   const t0 = Date.now();

@@ -55,12 +55,18 @@ describe('MemoryClientLimits', () => {
     assert.deepEqual(await m.hit('conn', 'a', 5, 1000), { ok: true, count: 4 });
     now += 2000; // two windows later nothing is left
     assert.deepEqual(await m.hit('conn', 'a', 5, 1000), { ok: true, count: 1 });
+    // Across a window edge: 3 events just before it and 1 just after are still over a limit of 3.
+    now = 999_999;
+    for (let i = 0; i < 3; i++) await m.hit('edge', 'a', 3, 1000);
+    now = 1_000_001;
+    assert.deepEqual(await m.hit('edge', 'a', 3, 1000), { ok: false, count: 3 });
   });
 
   it('SlidingWindow forgets a window that is not the one just before', () => {
     const w = new SlidingWindow();
     assert.equal(w.hit(0, 100), 1);
     assert.equal(w.hit(50, 100), 2);
+    assert.equal(w.hit(110, 100), 2 * 0.9 + 1, 'the previous window weighted by its overlap');
     assert.equal(w.hit(350, 100), 1);
   });
 });
