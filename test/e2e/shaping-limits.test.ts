@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type CaptureBackend, type RedisServer, startCaptureBackend, startRedis } from '@smtp-lb/testkit';
-import type { TestNode } from '../helpers/node.js';
+import { configFrom, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
-import { fromClient, sleep, startShapingNode, waitForLog } from './shaping-helpers.js';
+import { fromClient, shapingYaml, sleep, startShapingNode, waitForLog } from './shaping-helpers.js';
 
 async function greeted(port: number, from: string): Promise<SmtpDialog> {
   const c = await SmtpDialog.open(port, '127.0.0.1', from);
@@ -127,5 +127,18 @@ describe('per-client limits, cluster-wide', { timeout: 60_000 }, () => {
     await sleep(4100);
     assert.equal((await cb.cmd('MAIL FROM:<a@example.org>')).code, 250, 'a window later it may send again');
     cb.close();
+  });
+
+  test('a reload changes the limits of new sessions without dropping the ones held', async () => {
+    const opts = { nodeId: 'reload-a', backend: backend.address, redis: redis.url, keyPrefix: 'reload' };
+    const a = await start('reload-a', '  limits: { sessionsPerAddress: 1 }\n', 'reload');
+    const held = await greeted(a.port, '127.0.0.8');
+    await refused(a.port, '127.0.0.8', /Too many connections from your address/);
+    await a.node.reload(
+      configFrom(shapingYaml({ ...opts, shaping: '  limits: { sessionsPerAddress: 2 }\n' })),
+    );
+    const second = await greeted(a.port, '127.0.0.8');
+    assert.equal((await held.cmd('NOOP')).code, 250, 'the held session lives on');
+    for (const c of [held, second]) c.close();
   });
 });
