@@ -49,7 +49,8 @@ export class Tarpit {
   wrap(socket: Socket | TLSSocket, delayMs: number): TarpitSocket {
     const t = new TarpitSocket(socket, delayMs);
     this.#sockets.add(t);
-    t.once('close', () => this.#sockets.delete(t));
+    // On the socket underneath: smtp-server drops every listener of the wrapper at STARTTLS.
+    socket.once('close', () => this.#sockets.delete(t));
     return t;
   }
 
