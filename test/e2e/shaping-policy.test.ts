@@ -37,12 +37,14 @@ describe('policy service', { timeout: 60_000 }, () => {
   let fake: Server;
   let fakePort: number;
   const asked: string[] = [];
+  let connections = 0;
   const nodes: TestNode[] = [];
   before(async () => {
     postgrey = await startPostgrey({ delay: 2 });
     backend = await startCaptureBackend();
     // A small policy server of our own for END-OF-MESSAGE: refuses messages over 100 bytes.
     fake = createServer((s) => {
+      connections++;
       let buf = '';
       s.setEncoding('utf8');
       s.on('data', (d: string) => {
@@ -125,5 +127,6 @@ describe('policy service', { timeout: 60_000 }, () => {
       asked.map((a) => a.split(' ')[0]),
       ['RCPT', 'END-OF-MESSAGE', 'RCPT', 'END-OF-MESSAGE'],
     );
+    assert.equal(connections, 1, 'four requests over one kept connection');
   });
 });
