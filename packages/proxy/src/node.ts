@@ -155,12 +155,16 @@ export class SmtpLbNode {
       const source = createSource(pc, config.consul, {
         defaultMaxConnections: config.balancing.defaultMaxConnections,
         logger: this.log.child({ component: 'discovery', pool: name }),
-        onStaleChange: (stale: boolean) =>
+        onStaleChange: (stale: boolean) => {
+          this.metrics.discoveryStale.set({ pool: name }, stale ? 1 : 0);
           this.log.warn(
             { pool: name, stale },
             stale ? 'discovery unreachable, keeping the last set' : 'discovery back',
-          ),
+          );
+        },
+        onError: (err) => this.metrics.discoveryErrors.inc({ pool: name, code: err.code }),
       });
+      this.metrics.discoveryStale.set({ pool: name }, 0);
       const runtime = new PoolRuntime(name, pc, source, config.balancing.policy);
       runtime.unsubscribe = source.onChange((backends) => {
         this.metrics.discoveryUpdates.inc({ pool: name });
