@@ -94,7 +94,13 @@ export class Listener {
         const s = this.#sessions.get(session.id);
         if (!s) return cb(queueRelay(session, replies.backendLost()));
         if (this.#draining) return cb(queueRelay(session, replies.draining()));
-        void this.#mailFrom(s, session, address).then((reply) => this.#answer(session, reply, cb));
+        this.#mailFrom(s, session, address).then(
+          (reply) => this.#answer(session, reply, cb),
+          (err: unknown) => {
+            s.log.error({ err }, 'MAIL failed unexpectedly');
+            cb(queueRelay(session, replies.backendLost()));
+          },
+        );
       },
       onRcptTo: (address, session, cb) => {
         const s = this.#sessions.get(session.id);
