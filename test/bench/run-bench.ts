@@ -5,7 +5,7 @@
 // `--quick` runs a small version (one repetition, small counts) to check the harness itself;
 // `--render FILE` only writes BENCHMARKS.md again from a results.json (after editing findings.md).
 import { execFileSync } from 'node:child_process';
-import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -36,7 +36,6 @@ import { startHaproxy, startNginx, startNode, type Target } from './targets.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '');
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const NO_GREET_DELAY = path.join(HERE, 'no-greet-delay.js');
 const MODES: Mode[] = ['new', 'reuse'];
 
 const quick = process.argv.includes('--quick');
@@ -77,14 +76,28 @@ function loadavg(): string {
 
 // Others may use this machine during a run: its load before and after is part of the record.
 const loadStart = loadavg();
-// The commit the run measured (scripts/bench.sh builds the work tree as it is).
+// The commit the run measured (scripts/bench.sh builds the work tree as it is), and whether the built
+// packages changed while it ran: the work tree is shared. Node processes load their code when they
+// start, so a rebuild matters for the nodes started after it (profiles, idle sessions).
+async function buildStamp(): Promise<number> {
+  let newest = 0;
+  for (const pkg of await readdir(path.join(ROOT, 'packages'))) {
+    const dir = path.join(ROOT, 'packages', pkg, 'dist/src');
+    const files = await readdir(dir).catch(() => [] as string[]);
+    for (const f of files.filter((x) => x.endsWith('.js'))) {
+      newest = Math.max(newest, (await stat(path.join(dir, f))).mtimeMs);
+    }
+  }
+  return newest;
+}
+
 const build = version(
   'git',
   ['-C', ROOT, 'describe', '--always', '--dirty=, with uncommitted changes'],
   /^(.+)$/m,
 );
 
-function machine(): Record<string, string> {
+function machine(rebuilt: boolean): Record<string, string> {
   const cpus = os.cpus();
   // nginx -v prints to stderr; execFileSync only returns stdout, hence the shell redirect.
   return {
@@ -97,7 +110,7 @@ function machine(): Record<string, string> {
     HAProxy: version('haproxy', ['-v'], /version (\S+)/),
     nginx: version('sh', ['-c', 'nginx -v 2>&1'], /nginx\/(\S+)/),
     Redis: version('redis-server', ['--version'], /v=(\S+)/),
-    'smtp-lb build': build,
+    'smtp-lb build': `${build}${rebuilt ? '; **rebuilt by someone during the run: the profiles and idle sessions may have run a newer build than the rest**' : ''}`,
     'load average at start / end': `${loadStart} / ${loadavg()}`,
   };
 }
@@ -121,6 +134,7 @@ interface Path {
 
 async function main(): Promise<void> {
   const t0 = Date.now();
+  const stampStart = await buildStamp();
   const dir = await makeTempDir('bench');
   const running: Array<{ stop(): Promise<void> }> = [];
   const nginxModule = process.env.NGINX_MAIL_MODULE ?? '/usr/lib/nginx/modules/ngx_mail_module.so';
@@ -201,13 +215,6 @@ async function main(): Promise<void> {
       const lb = await startHaproxy('haproxy-pair', dir.path, [a.port, b.port]);
       return { ...lb, groups: [...a.groups, ...b.groups, ...lb.groups] };
     });
-    await add('node-greet-now', 'what-if: one node, in-memory, no 100 ms greeting wait', () =>
-      startNode(dir.path, {
-        name: 'node-greet-now',
-        sinkPort: sink.port,
-        nodeArgs: ['--import', NO_GREET_DELAY],
-      }),
-    );
 
     const load = (mode: Mode, messages: number): SourceLoad => ({
       sessions: SESSIONS,
@@ -266,9 +273,7 @@ async function main(): Promise<void> {
     }
 
     const latency: Results['latency'] = { new: [], reuse: [] };
-    const latencyPaths = measured.filter((p) =>
-      ['direct', 'haproxy', 'node-mem', 'node-greet-now'].includes(p.id),
-    );
+    const latencyPaths = measured.filter((p) => ['direct', 'haproxy', 'node-mem'].includes(p.id));
     for (const mode of MODES) {
       // The issue's load (half of direct), then half of the node's own rate: the first shows whether
       // the node keeps up at all, the second what it adds when it does.
@@ -306,18 +311,13 @@ async function main(): Promise<void> {
     }
 
     // The remaining phases each start a fresh node of their own; the others are no longer needed.
+    const laterStamp = await buildStamp();
     while (running.length > 1) await running.pop()!.stop();
 
     const profiles: Results['profiles'] = [];
-    for (const [name, title, mode, extra] of [
-      ['node-profiled', 'One node, in-memory ledger, new connection per message', 'new', []],
-      [
-        'node-profiled-greet-now',
-        'What-if: the same node without the 100 ms greeting wait, new connection per message',
-        'new',
-        ['--import', NO_GREET_DELAY],
-      ],
-      ['node-profiled-reuse', 'One node, in-memory ledger, connections reused', 'reuse', []],
+    for (const [name, title, mode] of [
+      ['node-profiled', 'One node, in-memory ledger, new connection per message', 'new'],
+      ['node-profiled-reuse', 'One node, in-memory ledger, connections reused', 'reuse'],
     ] as const) {
       const profDir = path.join(dir.path, name);
       const keep = path.join(HERE, `${name}.cpuprofile`);
@@ -328,7 +328,7 @@ async function main(): Promise<void> {
         const node = await startNode(dir.path, {
           name,
           sinkPort: sink.port,
-          nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir, ...extra],
+          nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profDir],
         });
         let fromUs: number;
         try {
@@ -388,10 +388,12 @@ async function main(): Promise<void> {
     const srcReuse = ['smtp-source', ...sourceArgs(load('reuse', MESSAGES.reuse), 0)]
       .join(' ')
       .replace(':0', ':PORT');
+    const rebuilt = laterStamp !== stampStart;
+    if (rebuilt) log('warning: the packages were rebuilt during the run (see the machine table)');
     const results_: Results = {
       date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
       seconds: (Date.now() - t0) / 1000,
-      machine: machine(),
+      machine: machine(rebuilt),
       load: { sessions: SESSIONS, size: SIZE, messages: MESSAGES, reps: REPS },
       commands: [
         `\`npm run bench\` = \`bash scripts/bench.sh\` (installs nginx-light + libnginx-mod-mail when missing, raises \`ulimit -n\` (65536, or the hard limit), \`tsc -b test\`, \`node test/dist/bench/run-bench.js\`)${quick ? ', here with `--quick`' : ''}`,
@@ -401,7 +403,6 @@ async function main(): Promise<void> {
         'HAProxy: `haproxy -db -f FILE`, `nbthread 1`, `mode tcp`, `balance leastconn` (test/bench/targets.ts `haproxyConfig`)',
         'nginx: `nginx -e stderr -p DIR -c FILE`, `worker_processes 1`, mail `protocol smtp`, `smtp_auth none`, `xclient on`, auth_http answered by a node HTTP server in the bench process (`Auth-Status: OK`, `Auth-Server`, `Auth-Port`) (`nginxConfig`)',
         'smtp-lb: `node packages/proxy/dist/src/cli.js --config FILE`, one listener, one static pool (the sink), `tls: none`, `xclient: auto` (default), `log.level: warn`, `defaultMaxConnections: 1000`; Redis paths add `ledger.redis` (`nodeConfig`)',
-        `what-if row: the same node started with \`node --import test/dist/bench/no-greet-delay.js\`, which removes smtp-server's fixed 100 ms wait before the greeting (nothing else changes)`,
         `profiles: \`node --cpu-prof\` on a fresh node under the load above (a warm-up run first; only samples from the measured run are counted); the .cpuprofile files are kept in test/dist/bench/`,
       ],
       paths: results,
