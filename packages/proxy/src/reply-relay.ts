@@ -37,7 +37,11 @@ export async function installReplyRelay(): Promise<void> {
  */
 export function queueRelay(session: object, reply: Reply): Error & { responseCode: number } {
   (session as RelaySession)[RELAY] = reply;
+  // A reply, not a fault: no stack trace (capturing one cost ~4 % of a reused-connection profile).
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
   const err = new Error(reply.lines.join(' ')) as Error & { responseCode: number };
+  Error.stackTraceLimit = limit;
   err.responseCode = reply.code;
   return err;
 }

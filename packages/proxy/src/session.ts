@@ -49,6 +49,9 @@ const MAIL_PARAM_NEEDS: Record<string, string> = {
 
 const NON_ASCII = /[^\x00-\x7f]/;
 
+// One reason for every aborted session: abort() without one builds a DOMException each time.
+const CLIENT_GONE = new Error('client session ended');
+
 function params(args: SMTPServerAddress['args'], conn: UpstreamConnection): Record<string, string | true> {
   const out: Record<string, string | true> = {};
   if (!args) return out;
@@ -208,7 +211,7 @@ export class ProxySession {
   /** The client went away (QUIT, close, timeout): release the backend. */
   close(): void {
     if (this.closed) return;
-    this.#abort.abort();
+    this.#abort.abort(CLIENT_GONE);
     const bound = this.#bound;
     this.#bound = undefined;
     if (!bound) return;
