@@ -132,6 +132,34 @@ describe('PROXY headers into the node', { timeout: 90_000 }, () => {
     assert.equal(v2, '');
   });
 
+  test('without a greeting delay: greeted, then disconnected at the header, which never reaches SMTP', async () => {
+    const plain = await startShapingNode({
+      backend: backend.address,
+      listener: '    proxyProtocol: { trusted: [10.0.0.0/8] }',
+    });
+    try {
+      for (const header of [Buffer.from('PROXY TCP4 192.0.2.1 127.0.0.1 1 25\r\n'), v2tcp4('192.0.2.1', 1)]) {
+        const c = await SmtpDialog.open(plain.port);
+        assert.equal((await c.read()).code, 220);
+        c.write(header);
+        await c.waitClosed(5000);
+        await assert.rejects(c.read(100), /connection closed; unread: ""/, 'no reply to the header');
+      }
+      const lines = plain.logs.filter(
+        (l) => l.msg === 'PROXY header from a peer not in proxyProtocol.trusted; disconnected',
+      );
+      assert.equal(lines.length, 2);
+      // A client whose first command merely starts like a header is served as usual.
+      const c = await SmtpDialog.open(plain.port);
+      await c.read();
+      assert.equal((await c.cmd('PRO')).code, 500);
+      assert.equal((await c.cmd('EHLO x.test')).code, 250);
+      c.close();
+    } finally {
+      await plain.stop();
+    }
+  });
+
   test('truncated, oversized and garbage headers, then random bytes: closed, logged, node unharmed', async () => {
     const cases: Array<[Buffer, string]> = [
       [

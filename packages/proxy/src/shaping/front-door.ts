@@ -15,7 +15,13 @@ import type { Metrics } from '../metrics.js';
 import { CidrList, plainAddress } from './cidr.js';
 import { ClientState } from './client-state.js';
 import { Intake } from './intake.js';
-import { type ProxyParse, parseProxyHeader, startsWithProxySignature } from './proxy-header.js';
+import {
+  PROXY_V1_PREFIX,
+  PROXY_V2_SIGNATURE,
+  type ProxyParse,
+  parseProxyHeader,
+  startsWithProxySignature,
+} from './proxy-header.js';
 import { shapingReplies, wire } from './shaping-replies.js';
 import type { ShapingRuntime } from './shaping-runtime.js';
 import type { TarpitSocket } from './tarpit.js';
@@ -175,6 +181,11 @@ export class FrontDoor {
       }
     }
     if (untrustedHeader()) return drop('refused-proxy');
+    if (!trusted && !encrypted)
+      this.#watchFirstBytes(raw, () => {
+        count('refused-proxy');
+        log.warn('PROXY header from a peer not in proxyProtocol.trusted; disconnected');
+      });
     intake.release();
     if (socket.destroyed) return drop('closed');
     let out: Socket | TLSSocket | TarpitSocket = socket;
@@ -183,6 +194,29 @@ export class FrontDoor {
       client.wrapped = true;
     }
     return { socket: out, id, remoteAddress: address, remotePort: port, client, log };
+  }
+
+  /**
+   * A PROXY header that arrives after the hand-over (no greeting delay to catch it before) is
+   * still seen first: this listener runs ahead of smtp-server's on the same chunk, and a destroyed
+   * socket gets no reply from smtp-server. It looks at the first 12 bytes only, then goes.
+   */
+  #watchFirstBytes(socket: Socket, refused: () => void): void {
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk.subarray(0, 12 - head.length)]);
+      if (startsWithProxySignature(head)) {
+        socket.off('data', onData);
+        refused();
+        socket.destroy();
+        return;
+      }
+      const prefixOf = (sig: Buffer) => head.equals(sig.subarray(0, head.length));
+      if (head.length >= 12 || !(prefixOf(PROXY_V1_PREFIX) || prefixOf(PROXY_V2_SIGNATURE))) {
+        socket.off('data', onData);
+      }
+    };
+    socket.prependListener('data', onData);
   }
 
   /** Takes a tarpit place; false when the node's tarpit is full. */

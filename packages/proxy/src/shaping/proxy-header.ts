@@ -11,7 +11,7 @@ export const PROXY_V2_MAX_PAYLOAD = 1024;
 export const PROXY_V2_SIGNATURE = Buffer.from([
   0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
 ]);
-const V1_PREFIX = Buffer.from('PROXY ', 'latin1');
+export const PROXY_V1_PREFIX = Buffer.from('PROXY ', 'latin1');
 
 export interface Endpoint {
   address: string;
@@ -39,14 +39,15 @@ const fail = (code: ProxyHeaderErrorCode, reason: string): ProxyParse => ({ stat
 /** `buf` starts with a whole PROXY signature: "PROXY " (v1) or the 12-byte v2 signature. */
 export function startsWithProxySignature(buf: Buffer): boolean {
   return (
-    (buf.length >= V1_PREFIX.length && buf.subarray(0, V1_PREFIX.length).equals(V1_PREFIX)) ||
+    (buf.length >= PROXY_V1_PREFIX.length &&
+      buf.subarray(0, PROXY_V1_PREFIX.length).equals(PROXY_V1_PREFIX)) ||
     (buf.length >= PROXY_V2_SIGNATURE.length && buf.subarray(0, 12).equals(PROXY_V2_SIGNATURE))
   );
 }
 
 export function parseProxyHeader(buf: Buffer): ProxyParse {
   if (buf.length === 0) return more;
-  if (buf[0] === V1_PREFIX[0]) return parseV1(buf);
+  if (buf[0] === PROXY_V1_PREFIX[0]) return parseV1(buf);
   if (buf[0] === PROXY_V2_SIGNATURE[0]) {
     const n = Math.min(buf.length, 12);
     if (!buf.subarray(0, n).equals(PROXY_V2_SIGNATURE.subarray(0, n))) {
@@ -65,8 +66,9 @@ function port(text: string): number | undefined {
 }
 
 function parseV1(buf: Buffer): ProxyParse {
-  const n = Math.min(buf.length, V1_PREFIX.length);
-  if (!buf.subarray(0, n).equals(V1_PREFIX.subarray(0, n))) return fail('PROXY_MALFORMED', 'bad v1 prefix');
+  const n = Math.min(buf.length, PROXY_V1_PREFIX.length);
+  if (!buf.subarray(0, n).equals(PROXY_V1_PREFIX.subarray(0, n)))
+    return fail('PROXY_MALFORMED', 'bad v1 prefix');
   const window = buf.subarray(0, PROXY_V1_MAX);
   const end = window.indexOf('\r\n', 0, 'latin1');
   if (end < 0) {
