@@ -53,7 +53,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y "${missing[@]}"
   # Services we just installed stay off, now and after a reboot, so nothing holds their default ports.
   for pkg in "${missing[@]}"; do
-    case "$pkg" in redis-server | postfix | haproxy) ;; *) continue ;; esac
+    case "$pkg" in redis-server | postfix | haproxy | dnsmasq | postgrey) ;; *) continue ;; esac
     if [ -d /run/systemd/system ]; then
       systemctl disable --now "$pkg" >/dev/null 2>&1 || true
     elif [ -x "/etc/init.d/$pkg" ]; then
