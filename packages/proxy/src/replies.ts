@@ -2,7 +2,8 @@
 // client sees after MAIL is the backend's reply, relayed verbatim.
 import type { Reply } from '@smtp-lb/upstream';
 
-function reply(code: number, enhanced: string, text: string): Reply {
+/** A reply of our own: one line, its enhanced code first. */
+export function reply(code: number, enhanced: string, text: string): Reply {
   return { code, enhanced, lines: [`${enhanced} ${text}`] };
 }
 

@@ -1,10 +1,7 @@
 // The replies the shaping steps make before (or instead of) the SMTP session. RFC 5321 3.1: a server
 // may answer a connection with 554 or 421 instead of the 220 greeting; both are followed by a close.
 import type { Reply } from '@smtp-lb/upstream';
-
-function reply(code: number, enhanced: string, text: string): Reply {
-  return { code, enhanced, lines: [`${enhanced} ${text}`] };
-}
+import { reply } from '../replies.js';
 
 export const shapingReplies = {
   tooManySessions: () => reply(421, '4.7.0', 'Too many connections from your address, try again later'),
