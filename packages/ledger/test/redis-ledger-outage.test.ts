@@ -121,14 +121,14 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
         seen.every((m) => m.join() === 'degraded,redis'),
       );
       assert.deepEqual(await admin.hgetall(k.counts), { r1: '4', r2: '1' });
-      // For one ttl after the outage a node also keeps to its allowance (its share, and no more
-      // than it held plus its part of the headroom): other nodes may not have re-asserted yet.
-      assert.equal(await ledgers[1]!.tryAcquire('mx:25', 6), undefined, 'r2 keeps to its allowance');
-      // r1 (4 held, share 6 of 12) may grow, and the cap applies to the re-asserted total: the
-      // reply carries it (count() may lag otherwise: a release message sent while a subscriber
-      // reconnects is lost).
-      assert.ok(await ledgers[0]!.tryAcquire('mx:25', 12));
-      assert.equal(ledgers[0]!.count('mx:25'), 6);
+      // For one ttl after the outage each node also keeps to its allowance (its share, and no more
+      // than it held plus its part of the headroom it last saw): r1 holds 4, above its share of 3.
+      assert.equal(await ledgers[0]!.tryAcquire('mx:25', 6), undefined, 'r1 is above its share');
+      // r2 (1 held) may take what is left under the cap, depending on which node re-asserted
+      // first; either way the cluster stays within it.
+      await ledgers[1]!.tryAcquire('mx:25', 6);
+      const total = Object.values(await admin.hgetall(k.counts)).reduce((n, v) => n + Number(v), 0);
+      assert.ok(total <= 6, `cluster-wide ${total} connections, cap 6`);
     } finally {
       await Promise.all(ledgers.map((l) => l.close()));
     }

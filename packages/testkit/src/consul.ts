@@ -97,12 +97,14 @@ export async function startConsul(): Promise<ConsulAgent> {
   const taken = new Set<number>();
   const ports = {
     http: await freePort(taken),
-    dns: await freePort(taken),
     serf_lan: await freePort(taken),
     serf_wan: await freePort(taken),
     server: await freePort(taken),
-    grpc: await freePort(taken),
-    // Dev mode would open these on fixed default ports, which collide between parallel agents.
+    // Unused by the tests, and each port an agent holds is one that another test's outgoing
+    // connection may take while the agent is down for restart(): off. Dev mode would otherwise open
+    // them on fixed default ports, which collide between parallel agents.
+    dns: -1,
+    grpc: -1,
     grpc_tls: -1,
     https: -1,
   };
