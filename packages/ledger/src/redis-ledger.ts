@@ -45,12 +45,6 @@ interface BackendState {
   /** A reply has shown this node's lease on the backend (so a missing lease later is a lapse). */
   registered: boolean;
   lastUsed: number;
-  /**
-   * Slots this node may hold while the cluster count is unknown (an outage, and one ttl after it):
-   * its share floor(cap / nodes), but no more than it held plus its part of the headroom last seen,
-   * so that nodes already above their share when Redis went away do not push the sum over the cap.
-   */
-  allowance?: number;
 }
 
 interface ReleaseMessage {
@@ -300,9 +294,7 @@ export class RedisLedger implements Ledger {
   }
 
   private withinLocalShare(st: BackendState, cap: number): boolean {
-    const share = Math.floor(cap / this.nodesSeen);
-    st.allowance ??= Math.min(share, st.held + Math.floor(Math.max(0, cap - st.total) / this.nodesSeen));
-    return st.held < st.allowance;
+    return st.held < Math.floor(cap / this.nodesSeen);
   }
 
   private grant(backendId: string, st: BackendState): Lease {
@@ -498,7 +490,6 @@ export class RedisLedger implements Ledger {
         ? `ledger degraded: Redis unreachable, keeping to floor(cap / ${this.nodesSeen}) per backend`
         : 'ledger degraded: Redis unreachable, refusing new backend connections',
     );
-    for (const st of this.backends.values()) st.allowance = undefined;
     this.setMode('degraded');
     // The local share may allow what the cluster count refused.
     for (const id of this.backends.keys()) this.notify(id);
