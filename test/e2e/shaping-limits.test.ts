@@ -97,7 +97,9 @@ describe('per-client limits, cluster-wide', { timeout: 60_000 }, () => {
     await refused(b.port, '127.0.0.5', /Connection rate limit exceeded/);
     const line = await waitForLog(b, 'client over its connection rate', fromClient('127.0.0.5'));
     assert.equal(line.limit, 3);
-    assert.equal(line.count, 4);
+    // The sliding window weighs the previous fixed window by how much of it still overlaps, so the
+    // logged estimate of the 4th connection is 4 or, across a window edge, a little less: above 3.
+    assert.ok(Number(line.count) >= 3 && Number(line.count) <= 4, `count ${line.count}`);
     // Another client is not affected.
     (await greeted(b.port, '127.0.0.6')).close();
     // Two windows later the sliding window is empty again.
@@ -123,7 +125,7 @@ describe('per-client limits, cluster-wide', { timeout: 60_000 }, () => {
     assert.match(over.raw, /^421 4\.7\.0 Message rate limit exceeded/);
     await ca.waitClosed(5000);
     const line = await waitForLog(a, 'client over its message rate', fromClient('127.0.0.7'));
-    assert.equal(line.count, 3);
+    assert.ok(Number(line.count) >= 2 && Number(line.count) <= 3, `count ${line.count}`);
     await sleep(4100);
     assert.equal((await cb.cmd('MAIL FROM:<a@example.org>')).code, 250, 'a window later it may send again');
     cb.close();
