@@ -1,15 +1,13 @@
 // A backend that dies at any point: the client never sees 250 for a message the backend did not
 // accept, the node stays up, and the next session succeeds (DESIGN.md invariants 1 and 7).
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { type CaptureBackend, startCaptureBackend } from '@smtp-lb/testkit';
+import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { simpleConfig, startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
-const cleanup: Array<() => Promise<void>> = [];
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 async function setup(kill: 'before-greeting' | 'after-rcpt' | 'mid-data' | 'after-dot', extra = '') {
   const bad = await startCaptureBackend({ kill });

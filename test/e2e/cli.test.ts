@@ -5,17 +5,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { freePort, startCaptureBackend } from '@smtp-lb/testkit';
+import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { simpleConfig } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
 const CLI = resolve(import.meta.dirname, '../../../packages/proxy/dist/src/cli.js');
 const dir = mkdtempSync(join(tmpdir(), 'smtp-lb-cli-'));
-const cleanup: Array<() => Promise<void> | void> = [];
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 function file(name: string, text: string): string {
   const p = join(dir, name);

@@ -3,7 +3,7 @@
 // backend has, slots of a SIGKILLed node free up within leaseTtl + 1 s, and a Redis outage leaves the
 // nodes up, within their local share, with the counts right afterwards.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import {
   type CaptureBackend,
   type RedisServer,
@@ -11,13 +11,11 @@ import {
   startRedis,
   startRedisCluster,
 } from '@smtp-lb/testkit';
+import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { type CliNode, startCliNode } from '../helpers/cli-node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
-const cleanup: Array<() => Promise<void> | void> = [];
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 function poolOf(backends: Array<{ b: CaptureBackend; cap: number }>, ledger: string, extra = ''): string {
   return `pools:

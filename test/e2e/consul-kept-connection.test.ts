@@ -3,23 +3,16 @@
 // go to it (invariant 6: the transaction in flight finishes, nothing new starts there): an MTA with
 // connection caching (Postfix to its relayhost) would otherwise keep feeding a drained backend.
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { type CaptureBackend, type ConsulAgent, startCaptureBackend, startConsul } from '@smtp-lb/testkit';
+import { test } from 'node:test';
+import { type ConsulAgent, startConsul } from '@smtp-lb/testkit';
+import { taggedBackend } from '../helpers/backends.js';
+import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
-const cleanup: Array<() => Promise<void>> = [];
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
-async function tagged(name: string): Promise<CaptureBackend> {
-  const backend = await startCaptureBackend({
-    reply: (ctx) => (ctx.verb === 'RCPT' ? `250 2.1.5 Ok, taken by ${name}` : undefined),
-  });
-  cleanup.push(() => backend.close());
-  return backend;
-}
+const tagged = (name: string) => taggedBackend(name, cleanup);
 
 test('the next transaction of a session kept on a backend that turned critical goes to another one', {
   timeout: 30_000,

@@ -2,23 +2,16 @@
 // stays ready; Consul started again on the same port: the watch resumes and a newly registered
 // instance gets sessions. Each capture backend tags its RCPT reply, which the node relays verbatim.
 import assert from 'node:assert/strict';
-import { after, test } from 'node:test';
-import { type CaptureBackend, type ConsulAgent, startCaptureBackend, startConsul } from '@smtp-lb/testkit';
+import { test } from 'node:test';
+import { type CaptureBackend, type ConsulAgent, startConsul } from '@smtp-lb/testkit';
+import { taggedBackend } from '../helpers/backends.js';
+import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
-const cleanup: Array<() => Promise<void>> = [];
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
-async function tagged(name: string): Promise<CaptureBackend> {
-  const backend = await startCaptureBackend({
-    reply: (ctx) => (ctx.verb === 'RCPT' ? `250 2.1.5 Ok, taken by ${name}` : undefined),
-  });
-  cleanup.push(() => backend.close());
-  return backend;
-}
+const tagged = (name: string) => taggedBackend(name, cleanup);
 
 /** Sends `n` one-message sessions in a row; returns how many each backend took. */
 async function sessions(lb: TestNode, n: number, prefix: string): Promise<Record<string, number>> {

@@ -2,20 +2,18 @@
 // instances with their real ports. Each backend tags its RCPT reply ("taken by A"), which the node
 // relays verbatim, so a client can tell which instance got its session. Every test has its own service.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { type CaptureBackend, type ConsulAgent, startCaptureBackend, startConsul } from '@smtp-lb/testkit';
+import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { startNode, type TestNode } from '../helpers/node.js';
 import { type RawReply, SmtpDialog } from '../helpers/smtp-dialog.js';
 
 let consul: ConsulAgent;
-const cleanup: Array<() => Promise<void>> = [];
+const cleanup = cleanupAfterAll();
 
 before(async () => {
   consul = await startConsul();
-});
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-  await consul?.stop();
+  cleanup.push(() => consul.stop());
 });
 
 interface Mta {

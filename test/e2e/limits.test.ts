@@ -1,15 +1,13 @@
 // Limits the node enforces itself: message size while streaming (552 5.3.4, the backend never gets
 // the final dot) and per-backend caps (451 4.3.2 when every backend is full; a release wakes a waiter).
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { startCaptureBackend } from '@smtp-lb/testkit';
+import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { simpleConfig, startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
-const cleanup: Array<() => Promise<void>> = [];
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 async function openTransaction(port: number): Promise<SmtpDialog> {
   const c = await SmtpDialog.open(port);

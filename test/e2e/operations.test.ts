@@ -5,20 +5,18 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { RedisKeys } from '@smtp-lb/ledger';
 import { freePort, runCommand, startCaptureBackend, startRedis } from '@smtp-lb/testkit';
 import { Redis } from 'ioredis';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { simpleConfig, startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
 const CLI = resolve(import.meta.dirname, '../../../packages/proxy/dist/src/cli.js');
 const dir = mkdtempSync(join(tmpdir(), 'smtp-lb-ops-'));
-const cleanup: Array<() => Promise<void> | void> = [];
-after(async () => {
-  for (const c of cleanup.reverse()) await c();
-});
+const cleanup = cleanupAfterAll();
 
 interface Family {
   name: string;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { mulberry32 } from '@smtp-lb/testkit';
 import { createPolicy } from '../src/create-policy.js';
-import { mulberry32 } from './helpers/random.js';
 import { assertShares, countPicks, simulate } from './helpers/simulate.js';
 
 describe('least-connections', () => {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { mulberry32 } from '@smtp-lb/testkit';
 import { createPolicy } from '../src/create-policy.js';
 import { HealthPenalty } from '../src/passive-health.js';
-import { mulberry32 } from './helpers/random.js';
 import { assertShares, simulate } from './helpers/simulate.js';
 
 describe('HealthPenalty', () => {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { mulberry32 } from '@smtp-lb/testkit';
 import { createPolicy } from '../src/create-policy.js';
 import type { BalancingPolicy, Candidate } from '../src/types.js';
-import { mulberry32 } from './helpers/random.js';
 import { assertShares, simulate } from './helpers/simulate.js';
 
 const sequence = (p: BalancingPolicy, candidates: readonly Candidate[], n: number): string =>

@@ -7,5 +7,6 @@ export * from './postfix.js';
 export * from './postgrey.js';
 export * from './process.js';
 export * from './redis.js';
+export * from './seeded-random.js';
 export * from './smtp-sink.js';
 export * from './swaks.js';

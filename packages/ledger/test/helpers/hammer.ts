@@ -1,8 +1,9 @@
 // The cap test's workload: many sessions at once, spread over several ledger instances, each
 // taking a slot (waiting for a release when the backend is full), holding it briefly, and
 // giving it back. Records the highest number of slots granted at the same instant.
+
+import { mulberry32 } from '@smtp-lb/testkit';
 import type { Ledger } from '../../src/types.js';
-import { mulberry32 } from './random.js';
 import { sleep, Waiters } from './util.js';
 
 export interface HammerResult {

@@ -1,4 +1,5 @@
-// Seeded PRNG so workloads are reproducible (mulberry32).
+// A seeded PRNG (mulberry32, public domain by Tommy Ettinger), so simulations and workloads in
+// tests are reproducible: uniform in [0, 1), the shape of the balancer's RandomSource.
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
