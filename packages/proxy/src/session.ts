@@ -18,6 +18,7 @@ import type { Metrics } from './metrics.js';
 import type { PoolRuntime } from './pool-runtime.js';
 import { isPositive, replies } from './replies.js';
 import type { Router } from './router.js';
+import { plainAddress } from './shaping/cidr.js';
 
 export interface SessionDeps {
   router: () => Router;
@@ -61,10 +62,6 @@ function params(args: SMTPServerAddress['args'], conn: UpstreamConnection): Reco
     if (needs && conn.capabilities.has(needs)) out[key] = v === true ? true : String(v);
   }
   return out;
-}
-
-function plainAddress(address: string): string {
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
 export class ProxySession {

@@ -12,6 +12,7 @@ import type { ListenerConfig, ShapingAction } from '@smtp-lb/config';
 import type { Reply } from '@smtp-lb/upstream';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import { replies } from '../replies.js';
 import { CidrList, plainAddress } from './cidr.js';
 import { ClientState } from './client-state.js';
 import { Intake } from './intake.js';
@@ -145,11 +146,7 @@ export class FrontDoor {
       if (v.tarpit && !this.#enterTarpit(client, v.tarpit, log))
         return finish(shapingReplies.tarpitFull(), 'refused-tarpit-full');
     }
-    if (this.#d.draining())
-      return finish(
-        { code: 421, enhanced: '4.3.2', lines: ['4.3.2 Service shutting down, try again later'] },
-        'refused-draining',
-      );
+    if (this.#d.draining()) return finish(replies.draining(), 'refused-draining');
 
     if (lc.tls?.implicit) {
       intake.release();
