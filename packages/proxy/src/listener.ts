@@ -1,25 +1,19 @@
 // One listener: its own TCP server, a front door per accepted socket (PROXY header, admission,
-// implicit TLS, greeting delay; shaping/front-door.ts), then an smtp-server in front, its hooks
-// handed to a ProxySession per client. smtp-server does the command parsing, STARTTLS and the
-// end-of-DATA detection; the session decides every reply after MAIL. No reverse DNS on the hot
-// path; CHUNKING is never advertised (smtp-server has no BDAT).
+// implicit TLS, greeting delay; shaping/front-door.ts), then our SMTP front (front/smtp-front.ts)
+// whose hooks go to a ProxySession per client. The front does the command parsing, STARTTLS and
+// the end-of-DATA detection; the session decides every reply after MAIL. No reverse DNS on the hot
+// path; CHUNKING is never advertised (no BDAT).
 
 import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { Transform, type TransformCallback } from 'node:stream';
+import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { ListenerConfig } from '@smtp-lb/config';
 import type { Reply } from '@smtp-lb/upstream';
-import {
-  SMTPServer,
-  type SMTPServerAddress,
-  type SMTPServerOptions,
-  type SMTPServerSession,
-} from 'smtp-server';
+import { type FrontHooks, type FrontOptions, type SmtpAddress, SmtpFront } from './front/smtp-front.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import { isPositive, replies } from './replies.js';
-import { queueRelay } from './reply-relay.js';
+import { isPositive, replies, reply } from './replies.js';
 import { ProxySession, type SessionDeps } from './session.js';
 import type { ClientState } from './shaping/client-state.js';
 import { FrontDoor } from './shaping/front-door.js';
@@ -27,134 +21,50 @@ import type { PolicyVerdict } from './shaping/policy-client.js';
 import { shapingReplies } from './shaping/shaping-replies.js';
 import type { ShapingRuntime } from './shaping/shaping-runtime.js';
 
+interface Live {
+  front: SmtpFront;
+  session: ProxySession;
+  client: ClientState;
+}
+
 export class Listener {
   #config: ListenerConfig;
-  readonly #server: SMTPServer;
   readonly #net: Server;
   readonly #door: FrontDoor;
   readonly #shaping: ShapingRuntime;
-  readonly #sessions = new Map<string, ProxySession>();
-  /** Shaping state of each session smtp-server has, by session id. */
-  readonly #clients = new Map<string, ClientState>();
+  readonly #deps: SessionDeps;
+  /** Every session with a front, by front. */
+  readonly #live = new Map<SmtpFront, Live>();
   /** Sockets still in the front door. */
   readonly #pending = new Set<Socket>();
   readonly #log: Logger;
   readonly #metrics: Metrics;
+  /** For implicit TLS (the front door) and STARTTLS (the front). */
   #secure: SecureContext | undefined;
+  #frontOptions!: FrontOptions;
   #draining = false;
-  /** Connections already sent their 421 during a drain. */
-  readonly #told = new WeakSet<object>();
+  /** Sessions already sent their 421 during a drain. */
+  readonly #told = new WeakSet<SmtpFront>();
+  readonly #hooks: FrontHooks;
 
   constructor(config: ListenerConfig, deps: SessionDeps, log: Logger, shaping: ShapingRuntime) {
     this.#config = config;
+    this.#deps = deps;
     this.#log = log.child({ listener: config.name });
     this.#metrics = deps.metrics;
     this.#shaping = shaping;
-    const tls = config.tls;
-    const pem = tls ? { key: readFileSync(tls.key), cert: readFileSync(tls.cert) } : undefined;
-    this.#secure = tls?.implicit && pem ? createSecureContext(pem) : undefined;
-    const options: SMTPServerOptions = {
-      name: config.hostname,
-      // Implicit TLS is done by the front door; smtp-server is told the session is secure.
-      secure: tls?.implicit ?? false,
-      ...(pem ?? {}),
-      hideSTARTTLS: !tls || tls.implicit,
-      size: config.maxMessageSize,
-      hideSize: false,
-      hidePIPELINING: false,
-      hide8BITMIME: false,
-      hideSMTPUTF8: false,
-      hideENHANCEDSTATUSCODES: false,
-      hideDSN: false,
-      disabledCommands: ['AUTH'],
-      authOptional: true,
-      disableReverseLookup: true,
-      useXClient: false,
-      useXForward: false,
-      socketTimeout: config.timeouts.idle,
-      maxClients: config.maxSessions,
-      logger: false,
-      onConnect: (session, cb) => {
-        if (this.#draining) {
-          const err = queueRelay(session, replies.draining());
-          return cb(err);
-        }
-        const client = this.#clients.get(session.id);
-        const log = this.#log.child({
-          sid: session.id,
-          client: `${session.remoteAddress}:${session.remotePort}`,
-        });
-        // A session keeps the listener settings it started with, across a reload.
-        this.#sessions.set(session.id, new ProxySession(session, this.#config, deps, log));
-        this.#metrics.sessionsActive.inc();
-        log.debug({ tarpit: client?.ticket?.reason }, 'session opened');
-        cb();
+    this.#configure(config);
+    this.#hooks = {
+      mailFrom: (front, from) => this.#onMail(front, from),
+      rcptTo: (front, to) => this.#onRcpt(front, to),
+      data: (front, body) => this.#onData(front, body),
+      reset: (front) => this.#live.get(front)?.session.reset(),
+      close: (front) => this.#closed(front),
+      problem: (front, what, detail) => {
+        const log = this.#live.get(front)?.session.log ?? this.#log;
+        log.info(detail ?? {}, what);
       },
-      onMailFrom: (address, session, cb) => {
-        const s = this.#sessions.get(session.id);
-        if (!s) return cb(queueRelay(session, replies.backendLost()));
-        if (this.#draining) return cb(queueRelay(session, replies.draining()));
-        this.#mailFrom(s, session, address).then(
-          (reply) => this.#answer(session, reply, cb),
-          (err: unknown) => {
-            s.log.error({ err }, 'MAIL failed unexpectedly');
-            cb(queueRelay(session, replies.backendLost()));
-          },
-        );
-      },
-      onRcptTo: (address, session, cb) => {
-        const s = this.#sessions.get(session.id);
-        if (!s) return cb(queueRelay(session, replies.backendLost()));
-        this.#rcptTo(s, session, address).then(
-          (reply) => {
-            if (!isPositive(reply)) s.log.info({ to: address.address, code: reply.code }, 'RCPT refused');
-            this.#countRejected(session, reply);
-            this.#answer(session, reply, cb);
-          },
-          (err: unknown) => {
-            s.log.error({ err }, 'RCPT failed unexpectedly');
-            cb(queueRelay(session, replies.backendLost()));
-          },
-        );
-      },
-      onData: (stream, session, cb) => {
-        const s = this.#sessions.get(session.id);
-        if (!s) {
-          stream.resume();
-          return cb(queueRelay(session, replies.backendLost()));
-        }
-        // A client that vanishes mid-DATA destroys the stream with an error; the session handles it.
-        stream.on('error', () => {});
-        const gate = this.#policyGate(s, session);
-        const body = gate ? stream.pipe(gate.transform) : stream;
-        if (gate) stream.on('error', (err) => gate.transform.destroy(err));
-        s.data(body).then(
-          (reply) => {
-            const refused = gate?.refusal();
-            if (refused) {
-              s.log.info(
-                { code: refused.code, reply: refused.lines[0] },
-                'message refused by the policy service',
-              );
-            }
-            const final = refused ?? reply;
-            this.#answer(session, final, (err) =>
-              cb(err ?? null, isPositive(final) ? final.lines.join(' ') : undefined),
-            );
-          },
-          (err: unknown) => {
-            s.log.error({ err }, 'DATA failed unexpectedly');
-            stream.resume();
-            cb(queueRelay(session, replies.backendLost()));
-          },
-        );
-      },
-      onClose: (session) => this.#closed(session),
     };
-    this.#server = new SMTPServer(options);
-    this.#server.on('error', (err) =>
-      this.#log.warn({ err: { message: err.message } }, 'client connection error'),
-    );
     this.#door = new FrontDoor({
       listener: () => this.#config,
       shaping,
@@ -165,6 +75,22 @@ export class Listener {
     });
     // Paused: nothing is read until the front door asks for it (the PROXY header first).
     this.#net = createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket));
+  }
+
+  /** Settings for new sessions (a session keeps those it started with, across a reload). */
+  #configure(config: ListenerConfig): void {
+    const tls = config.tls;
+    this.#secure = tls
+      ? createSecureContext({ key: readFileSync(tls.key), cert: readFileSync(tls.cert) })
+      : undefined;
+    const starttls = tls && !tls.implicit ? this.#secure : undefined;
+    this.#frontOptions = {
+      name: config.hostname,
+      maxMessageSize: config.maxMessageSize,
+      idleTimeout: config.timeouts.idle,
+      secure: tls?.implicit ?? false,
+      starttls: starttls ? () => starttls : undefined,
+    };
   }
 
   #accept(socket: Socket): void {
@@ -181,16 +107,32 @@ export class Listener {
           admitted.socket.destroy();
           return;
         }
-        this.#clients.set(admitted.id, admitted.client);
-        admitted.socket.once('close', () => this.#clients.delete(admitted.id));
-        this.#server.connect(
-          admitted.socket as Socket,
+        const front = new SmtpFront(
+          admitted.socket,
           {
             id: admitted.id,
             remoteAddress: admitted.remoteAddress,
             remotePort: admitted.remotePort,
-          } as unknown as Parameters<SMTPServer['connect']>[1],
+            localAddress: socket.localAddress ?? '',
+            localPort: socket.localPort ?? 0,
+          },
+          this.#frontOptions,
+          this.#hooks,
         );
+        if (this.#live.size >= this.#config.maxSessions) {
+          admitted.client.release();
+          this.#metrics.sessionsTotal.inc({ listener: this.#config.name, outcome: 'refused-max-sessions' });
+          admitted.log.warn({ max: this.#config.maxSessions }, 'too many sessions on this listener');
+          front.start(
+            reply(421, '4.7.0', `${this.#config.hostname} Too many connected clients, try again in a moment`),
+          );
+          return;
+        }
+        const session = new ProxySession(front, this.#config, this.#deps, admitted.log);
+        this.#live.set(front, { front, session, client: admitted.client });
+        this.#metrics.sessionsActive.inc();
+        admitted.log.debug({ tarpit: admitted.client.ticket?.reason }, 'session opened');
+        front.start();
       },
       (err: unknown) => {
         this.#pending.delete(socket);
@@ -200,27 +142,55 @@ export class Listener {
     );
   }
 
-  /** Hands `reply` to smtp-server, after the tarpit delay when the session was tarpitted midway. */
-  #answer(session: SMTPServerSession, reply: Reply | undefined, cb: (err?: Error | null) => void): void {
-    const client = this.#clients.get(session.id);
-    const send = () => {
-      if (reply === undefined) return cb();
-      const err = queueRelay(session, reply);
-      cb(isPositive(reply) ? undefined : err);
-    };
-    // A tarpit set at admission is in the socket (every reply); one set midway delays the hooks' replies.
-    if (client?.tarpitted && !client.wrapped) setTimeout(send, this.#shaping.config.tarpit.delay);
-    else send();
+  async #onMail(front: SmtpFront, from: SmtpAddress): Promise<Reply | undefined> {
+    const live = this.#live.get(front);
+    if (!live) return replies.backendLost();
+    if (this.#draining) return this.#answer(live, replies.draining());
+    return this.#answer(live, await this.#mailFrom(live, from));
   }
 
-  async #mailFrom(
-    s: ProxySession,
-    session: SMTPServerSession,
-    from: SMTPServerAddress,
-  ): Promise<Reply | undefined> {
-    const client = this.#clients.get(session.id);
+  async #onRcpt(front: SmtpFront, to: SmtpAddress): Promise<Reply> {
+    const live = this.#live.get(front);
+    if (!live) return replies.backendLost();
+    const r = await this.#rcptTo(live, to);
+    if (!isPositive(r)) live.session.log.info({ to: to.address, code: r.code }, 'RCPT refused');
+    this.#countRejected(live, r);
+    return (await this.#answer(live, r)) ?? r;
+  }
+
+  async #onData(front: SmtpFront, stream: Readable): Promise<Reply> {
+    const live = this.#live.get(front);
+    if (!live) {
+      stream.resume();
+      return replies.backendLost();
+    }
+    const s = live.session;
+    // A client that vanishes mid-DATA destroys the stream with an error; the session handles it.
+    stream.on('error', () => {});
+    const gate = this.#policyGate(live);
+    const body = gate ? stream.pipe(gate.transform) : stream;
+    if (gate) stream.on('error', (err) => gate.transform.destroy(err));
+    const r = await s.data(body);
+    const refused = gate?.refusal();
+    if (refused) {
+      s.log.info({ code: refused.code, reply: refused.lines[0] }, 'message refused by the policy service');
+    }
+    const final = refused ?? r;
+    return (await this.#answer(live, final)) ?? final;
+  }
+
+  /** `reply`, after the tarpit delay when the session was tarpitted midway. */
+  #answer<T extends Reply | undefined>(live: Live, r: T): T | Promise<T> {
+    const client = live.client;
+    // A tarpit set at admission is in the socket (every reply); one set midway delays the hooks' replies.
+    if (!client.tarpitted || client.wrapped) return r;
+    return new Promise((resolve) => setTimeout(() => resolve(r), this.#shaping.config.tarpit.delay));
+  }
+
+  async #mailFrom(live: Live, from: SmtpAddress): Promise<Reply | undefined> {
+    const { client, session: s } = live;
     const rate = this.#shaping.config.limits.messageRate;
-    if (client && !client.allowed && rate.limit > 0) {
+    if (!client.allowed && rate.limit > 0) {
       const hit = await this.#shaping.limits.hit('msg', client.address, rate.limit, rate.window);
       if (!hit.ok) {
         const action = this.#shaping.config.limits.action;
@@ -235,20 +205,21 @@ export class Listener {
         this.#tarpitMidway(client, 'message-rate', s.log);
       }
     }
-    const reply = s.mailFrom(from);
-    if (reply) s.log.info({ from: from.address, code: reply.code }, 'MAIL refused');
-    return reply;
+    const r = s.mailFrom(from);
+    if (r) s.log.info({ from: from.address, code: r.code }, 'MAIL refused');
+    return r;
   }
 
-  async #rcptTo(s: ProxySession, session: SMTPServerSession, to: SMTPServerAddress): Promise<Reply> {
+  async #rcptTo(live: Live, to: SmtpAddress): Promise<Reply> {
     const policy = this.#shaping.policy;
+    const s = live.session;
     if (policy?.config.at.includes('rcpt')) {
       const verdict = await policy.check(
-        this.#policyRequest(session, 'RCPT', to.address),
+        this.#policyRequest(live.front, 'RCPT', to.address),
         `<${to.address}>: Recipient address rejected`,
       );
-      const reply = this.#verdictReply(s, verdict, 'RCPT');
-      if (reply) return reply;
+      const r = this.#verdictReply(s, verdict, 'RCPT');
+      if (r) return r;
     }
     return s.rcptTo(to);
   }
@@ -276,28 +247,23 @@ export class Listener {
     return undefined;
   }
 
-  #policyRequest(
-    session: SMTPServerSession,
-    state: string,
-    recipient: string,
-  ): Record<string, string | number> {
-    const env = session.envelope;
-    const mail = env.mailFrom || undefined;
-    const size = mail?.args ? (mail.args as Record<string, string>).SIZE : undefined;
+  #policyRequest(front: SmtpFront, state: string, recipient: string): Record<string, string | number> {
+    const mail = front.mailFrom;
+    const size = mail?.args.SIZE;
     return {
       request: 'smtpd_access_policy',
       protocol_state: state,
-      protocol_name: session.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
-      client_address: session.remoteAddress,
+      protocol_name: front.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
+      client_address: front.remoteAddress,
       client_name: 'unknown',
       reverse_client_name: 'unknown',
-      helo_name: session.hostNameAppearsAs || '',
+      helo_name: front.helo,
       sender: mail?.address ?? '',
       recipient,
-      recipient_count: env.rcptTo.length,
+      recipient_count: front.recipients,
       queue_id: '',
-      instance: `${session.id}.${session.transaction}`,
-      size: size ?? 0,
+      instance: `${front.id}.${front.transaction}`,
+      size: typeof size === 'string' ? size : 0,
     };
   }
 
@@ -306,10 +272,7 @@ export class Listener {
    * but its end waits for the answer; a refusal fails the stream, so the backend never gets the
    * final dot (the transaction is aborted there) and the client gets the policy's reply.
    */
-  #policyGate(
-    s: ProxySession,
-    session: SMTPServerSession,
-  ): { transform: Transform; refusal: () => Reply | undefined } | undefined {
+  #policyGate(live: Live): { transform: Transform; refusal: () => Reply | undefined } | undefined {
     const policy = this.#shaping.policy;
     if (!policy?.config.at.includes('data')) return undefined;
     let refused: Reply | undefined;
@@ -320,9 +283,9 @@ export class Listener {
         done(null, chunk);
       },
       flush: (done: TransformCallback) => {
-        const request = { ...this.#policyRequest(session, 'END-OF-MESSAGE', ''), size };
+        const request = { ...this.#policyRequest(live.front, 'END-OF-MESSAGE', ''), size };
         void policy.check(request, 'Message rejected').then((verdict) => {
-          refused = this.#verdictReply(s, verdict, 'END-OF-MESSAGE');
+          refused = this.#verdictReply(live.session, verdict, 'END-OF-MESSAGE');
           done(
             refused ? Object.assign(new Error('refused by the policy service'), { code: 'EPOLICY' }) : null,
           );
@@ -333,13 +296,12 @@ export class Listener {
   }
 
   /** RCPT replies >= 400 count; at the configured number the session is tarpitted. */
-  #countRejected(session: SMTPServerSession, reply: Reply): void {
-    const client = this.#clients.get(session.id);
+  #countRejected(live: Live, r: Reply): void {
+    const { client, session: s } = live;
     const max = this.#shaping.config.tarpit.rejectedRecipients;
-    if (!client || client.allowed || reply.code < 400) return;
+    if (client.allowed || r.code < 400) return;
     client.rejectedRecipients++;
-    const s = this.#sessions.get(session.id);
-    if (max > 0 && client.rejectedRecipients >= max && !client.tarpitted && s) {
+    if (max > 0 && client.rejectedRecipients >= max && !client.tarpitted) {
       s.log.info({ rejected: client.rejectedRecipients, max }, 'too many rejected recipients');
       this.#tarpitMidway(client, 'rejected-recipients', s.log);
     }
@@ -353,16 +315,15 @@ export class Listener {
     else log.warn({ reason, max: tarpit.maxSessions }, 'tarpit full; session goes on untarpitted');
   }
 
-  #closed(session: SMTPServerSession): void {
-    this.#clients.get(session.id)?.release();
-    this.#clients.delete(session.id);
-    const s = this.#sessions.get(session.id);
-    if (!s) return;
-    this.#sessions.delete(session.id);
-    s.close();
+  #closed(front: SmtpFront): void {
+    const live = this.#live.get(front);
+    if (!live) return;
+    this.#live.delete(front);
+    live.client.release();
+    live.session.close();
     this.#metrics.sessionsActive.dec();
     this.#metrics.sessionsTotal.inc({ listener: this.#config.name, outcome: 'closed' });
-    s.log.debug('session closed');
+    live.session.log.debug('session closed');
   }
 
   get config(): ListenerConfig {
@@ -370,20 +331,13 @@ export class Listener {
   }
 
   get sessions(): number {
-    return this.#sessions.size;
+    return this.#live.size;
   }
 
   /** Reload: new sessions use `config`; a new certificate applies to the next handshake. */
   update(config: ListenerConfig): void {
     this.#config = config;
-    this.#server.options.size = config.maxMessageSize;
-    this.#server.options.socketTimeout = config.timeouts.idle;
-    this.#server.options.maxClients = config.maxSessions;
-    if (config.tls) {
-      const pem = { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert) };
-      this.#server.updateSecureContext(pem);
-      if (config.tls.implicit) this.#secure = createSecureContext(pem);
-    }
+    this.#configure(config);
   }
 
   listen(): Promise<{ host: string; port: number }> {
@@ -416,11 +370,7 @@ export class Listener {
     const deadline = setTimeout(
       () => {
         this.#shaping.tarpit.hurryAll();
-        for (const conn of this.#server.connections as Set<SmtpConnection>) {
-          queueRelay(conn.session, replies.draining());
-          conn.send(421, 'Server shutting down');
-          conn.close();
-        }
+        for (const { front } of this.#live.values()) front.shutdown(replies.draining());
       },
       Math.max(timeoutMs, 1),
     );
@@ -430,19 +380,10 @@ export class Listener {
   }
 
   #closeIdle(): void {
-    for (const conn of this.#server.connections as Set<SmtpConnection>) {
-      const s = this.#sessions.get(conn.session.id);
-      if ((s && !s.idle) || this.#told.has(conn)) continue;
-      this.#told.add(conn);
-      queueRelay(conn.session, replies.draining());
-      conn.send(421, 'draining');
+    for (const { front, session } of this.#live.values()) {
+      if (!front.idle || !session.idle || this.#told.has(front)) continue;
+      this.#told.add(front);
+      front.shutdown(replies.draining());
     }
   }
-}
-
-/** The parts of smtp-server's per-client connection a drain needs. */
-interface SmtpConnection {
-  session: SMTPServerSession;
-  send(code: number, text: string): void;
-  close(): void;
 }

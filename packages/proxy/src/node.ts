@@ -6,12 +6,10 @@ import { createSource } from '@smtp-lb/discovery';
 import { type Ledger, MemoryLedger, RedisLedger } from '@smtp-lb/ledger';
 import { AdminServer, type NodeStatus } from './admin.js';
 import { Binder } from './binder.js';
-import { installImmediateGreeting } from './immediate-greeting.js';
 import { Listener } from './listener.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { PoolRuntime } from './pool-runtime.js';
-import { installReplyRelay } from './reply-relay.js';
 import { Router } from './router.js';
 import type { SessionDeps } from './session.js';
 import { ShapingRuntime } from './shaping/shaping-runtime.js';
@@ -89,8 +87,6 @@ export class SmtpLbNode {
   }
 
   static async start(config: SmtpLbConfig, opts: NodeOptions = {}): Promise<SmtpLbNode> {
-    await installReplyRelay();
-    await installImmediateGreeting();
     const log = (opts.logger ?? createLogger(config.log.level)).child({ node: config.node.id });
     const metrics = new Metrics();
     const ledger = await createLedger(config, log, metrics);

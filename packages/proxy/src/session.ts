@@ -11,8 +11,8 @@ import type {
   UpstreamConnection,
   UpstreamError,
 } from '@smtp-lb/upstream';
-import type { SMTPServerAddress, SMTPServerSession } from 'smtp-server';
 import type { Binder, BoundBackend } from './binder.js';
+import type { SmtpAddress, SmtpFront } from './front/smtp-front.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { PoolRuntime } from './pool-runtime.js';
@@ -53,20 +53,18 @@ const NON_ASCII = /[^\x00-\x7f]/;
 // One reason for every aborted session: abort() without one builds a DOMException each time.
 const CLIENT_GONE = new Error('client session ended');
 
-function params(args: SMTPServerAddress['args'], conn: UpstreamConnection): Record<string, string | true> {
+function params(args: SmtpAddress['args'], conn: UpstreamConnection): Record<string, string | true> {
   const out: Record<string, string | true> = {};
-  if (!args) return out;
-  for (const [k, v] of Object.entries(args)) {
-    const key = k.toUpperCase();
+  for (const key in args) {
     const needs = MAIL_PARAM_NEEDS[key];
-    if (needs && conn.capabilities.has(needs)) out[key] = v === true ? true : String(v);
+    if (needs && conn.capabilities.has(needs)) out[key] = args[key]!;
   }
   return out;
 }
 
 export class ProxySession {
   readonly log: Logger;
-  readonly #smtp: SMTPServerSession;
+  readonly #front: SmtpFront;
   readonly #listener: ListenerConfig;
   readonly #d: SessionDeps;
   readonly #abort = new AbortController();
@@ -76,11 +74,10 @@ export class ProxySession {
   #inData = false;
   #inRcpt = false;
   #tx: Transaction | undefined;
-  #mailArgs: SMTPServerAddress['args'] = false;
-  #rcptArgs = new Map<string, SMTPServerAddress['args']>();
+  #mailArgs: SmtpAddress['args'] = {};
 
-  constructor(smtp: SMTPServerSession, listener: ListenerConfig, deps: SessionDeps, log: Logger) {
-    this.#smtp = smtp;
+  constructor(front: SmtpFront, listener: ListenerConfig, deps: SessionDeps, log: Logger) {
+    this.#front = front;
     this.#listener = listener;
     this.#d = deps;
     this.log = log;
@@ -90,17 +87,21 @@ export class ProxySession {
     return this.#abort.signal.aborted;
   }
 
-  /** MAIL FROM is answered here; undefined means accept (smtp-server says 250). */
-  mailFrom(from: SMTPServerAddress): Reply | undefined {
-    const utf8 = from.args && (from.args as Record<string, unknown>).SMTPUTF8 === true;
+  /** MAIL FROM is answered here; undefined means accept (the front says 250). */
+  mailFrom(from: SmtpAddress): Reply | undefined {
+    const utf8 = from.args.SMTPUTF8 === true;
     if (!utf8 && NON_ASCII.test(from.address)) return replies.utf8NotAllowed();
     this.#tx = { mail: { address: from.address, params: {} }, mailAtBackend: false, recipients: 0 };
     this.#mailArgs = from.args;
-    this.#rcptArgs.clear();
     return undefined;
   }
 
-  async rcptTo(to: SMTPServerAddress): Promise<Reply> {
+  /** RSET, HELO/EHLO or STARTTLS: the transaction is gone; a kept backend gets RSET before the next. */
+  reset(): void {
+    this.#tx = undefined;
+  }
+
+  async rcptTo(to: SmtpAddress): Promise<Reply> {
     this.#inRcpt = true;
     try {
       return await this.#rcptTo(to);
@@ -109,10 +110,10 @@ export class ProxySession {
     }
   }
 
-  async #rcptTo(to: SMTPServerAddress): Promise<Reply> {
+  async #rcptTo(to: SmtpAddress): Promise<Reply> {
     const tx = this.#tx;
     if (!tx) return replies.backendLost();
-    const utf8 = this.#mailArgs && (this.#mailArgs as Record<string, unknown>).SMTPUTF8 === true;
+    const utf8 = this.#mailArgs.SMTPUTF8 === true;
     if (!utf8 && NON_ASCII.test(to.address)) return replies.utf8NotAllowed();
     if (tx.recipients >= this.#listener.maxRecipients) return replies.tooManyRecipients();
 
@@ -277,16 +278,15 @@ export class ProxySession {
   }
 
   #identity(): ClientIdentity {
-    const s = this.#smtp;
+    const f = this.#front;
     return {
-      address: plainAddress(s.remoteAddress),
-      port: s.remotePort,
-      localAddress: plainAddress(s.localAddress),
-      localPort: s.localPort,
-      helo: s.hostNameAppearsAs || undefined,
+      address: plainAddress(f.remoteAddress),
+      port: f.remotePort,
+      localAddress: plainAddress(f.localAddress),
+      localPort: f.localPort,
+      helo: f.helo || undefined,
       name: '[UNAVAILABLE]',
-      proto: s.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
-      login: typeof s.user === 'string' ? s.user : undefined,
+      proto: f.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
     };
   }
 

@@ -1,15 +1,15 @@
-// The front door of a listener: every accepted socket passes here before smtp-server sees it.
+// The front door of a listener: every accepted socket passes here before the SMTP front sees it.
 // 1. PROXY v1/v2 header, required from trusted peers and refused from everyone else; the address
 //    in it is the client from then on. 2. Admission: allow list, connection rate, concurrent
 //    sessions per address and prefix (cluster-wide), DNSBL score. 3. Implicit TLS handshake.
 // 4. Greeting delay, watching for early talkers. Each step may refuse (a reply and a close, or just
 // a close for PROXY trouble, with a log line), tarpit the session, or let it through; the bytes
-// read on the way are put back so smtp-server reads them.
-import { randomBytes } from 'node:crypto';
+// read on the way are put back so the SMTP front reads them.
 import type { Socket } from 'node:net';
 import { type SecureContext, TLSSocket } from 'node:tls';
 import type { ListenerConfig, ShapingAction } from '@smtp-lb/config';
 import type { Reply } from '@smtp-lb/upstream';
+import { sessionId } from '../front/smtp-front.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { replies } from '../replies.js';
@@ -28,7 +28,7 @@ import type { ShapingRuntime } from './shaping-runtime.js';
 import type { TarpitSocket } from './tarpit.js';
 
 export interface Admission {
-  /** What smtp-server gets: the socket, its TLS wrap, or the tarpit around either. */
+  /** What the SMTP front gets: the socket, its TLS wrap, or the tarpit around either. */
   socket: Socket | TLSSocket | TarpitSocket;
   id: string;
   remoteAddress: string;
@@ -69,7 +69,7 @@ export class FrontDoor {
   async admit(raw: Socket): Promise<Admission | undefined> {
     const lc = this.#d.listener();
     const sh = this.#d.shaping;
-    const id = randomBytes(8).toString('hex');
+    const id = sessionId();
     const peer = plainAddress(raw.remoteAddress ?? '');
     let address = peer;
     let port = raw.remotePort ?? 0;
@@ -195,8 +195,8 @@ export class FrontDoor {
 
   /**
    * A PROXY header that arrives after the hand-over (no greeting delay to catch it before) is
-   * still seen first: this listener runs ahead of smtp-server's on the same chunk, and a destroyed
-   * socket gets no reply from smtp-server. It looks at the first 12 bytes only, then goes.
+   * still seen first: this listener runs ahead of the front's on the same chunk, and a destroyed
+   * socket gets no reply from the front. It looks at the first 12 bytes only, then goes.
    */
   #watchFirstBytes(socket: Socket, refused: () => void): void {
     let head = Buffer.alloc(0);

@@ -1,6 +1,6 @@
 // What a client sent before the SMTP session took over its socket: the PROXY header, then anything
 // it said before the greeting. Bounded (a client flooding us before the greeting is paused, not
-// buffered), and handed back to the socket with unshift() so smtp-server reads it as if fresh.
+// buffered), and handed back to the socket with unshift() so the SMTP front reads it as if fresh.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 

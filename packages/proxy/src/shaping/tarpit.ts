@@ -1,7 +1,7 @@
 // The tarpit: a suspect session has every reply held for a while, by timers, never by blocking the
-// event loop. TarpitSocket sits between the client's socket and smtp-server; each reply is written
-// `delay` after smtp-server wrote it, in order, and while one is held the stream reports that it
-// needs a drain, so smtp-server reads the client's next command only after the reply went out
+// event loop. TarpitSocket sits between the client's socket and the SMTP front; each reply is written
+// `delay` after the front wrote it, in order, and while one is held the stream reports that it
+// needs a drain, so the front reads the client's next command only after the reply went out
 // (pipelining gains nothing). Tarpit counts the sessions of a node against a cap (and the gauge).
 
 import type { Socket } from 'node:net';
@@ -45,11 +45,11 @@ export class Tarpit {
     };
   }
 
-  /** Wraps `socket`; the wrapper is what smtp-server gets. */
+  /** Wraps `socket`; the wrapper is what the SMTP front gets. */
   wrap(socket: Socket | TLSSocket, delayMs: number): TarpitSocket {
     const t = new TarpitSocket(socket, delayMs);
     this.#sockets.add(t);
-    // On the socket underneath: smtp-server drops every listener of the wrapper at STARTTLS.
+    // On the socket underneath: the front stops listening to the wrapper at STARTTLS.
     socket.once('close', () => this.#sockets.delete(t));
     return t;
   }
@@ -86,7 +86,7 @@ export class TarpitSocket extends Duplex {
     socket.on('timeout', () => this.emit('timeout'));
   }
 
-  // The parts of net.Socket smtp-server uses.
+  // The parts of net.Socket the front (and TLSSocket at STARTTLS) use.
   get remoteAddress(): string | undefined {
     return this.#socket.remoteAddress;
   }

@@ -1,0 +1,616 @@
+// The SMTP server side of a session: greeting, EHLO/HELO, STARTTLS, MAIL/RCPT parsing, DATA with
+// dot-unstuffing and end-of-data detection, RSET/NOOP/QUIT/VRFY/HELP, pipelining (commands are
+// answered one at a time, in order), idle timeout. Everything after the greeting that a backend
+// decides (MAIL, RCPT, DATA) goes to the hooks; their replies are written verbatim.
+//
+// Why our own and not smtp-server: a proxy needs a small part of an SMTP server, and smtp-server's
+// general machinery (a Writable parser per connection, a PassThrough per message, per-command
+// closures, a crypto-random id, punycode and xtext rewriting of addresses, its own reply
+// formatting that we had to patch) cost more CPU per message than the whole TCP relaying (see
+// BENCHMARKS.md). The behaviours it gave us are kept and tested: DATA ends only on CRLF.CRLF
+// (a leading dot after LF is unstuffed, bare CR/LF are content for the encoder to normalise or
+// reject), command lines are capped, early/HTTP/unknown-command floods get 421, pipelined plaintext
+// after STARTTLS is discarded (RFC 3207 4.2), replies to MAIL/RCPT/DATA are the hooks' own.
+import type { Duplex } from 'node:stream';
+import { Readable } from 'node:stream';
+import { type SecureContext, TLSSocket } from 'node:tls';
+import type { Reply } from '@smtp-lb/upstream';
+
+export interface SmtpAddress {
+  address: string;
+  /** Parameters as sent, keys upper-cased; a keyword without a value is `true`. */
+  args: Record<string, string | true>;
+}
+
+export interface FrontHooks {
+  /** undefined: accept (250 2.1.0). */
+  mailFrom(c: SmtpFront, from: SmtpAddress): Promise<Reply | undefined>;
+  rcptTo(c: SmtpFront, to: SmtpAddress): Promise<Reply>;
+  /** Called after 354; the reply is written once the client's final dot has arrived as well. */
+  data(c: SmtpFront, body: Readable): Promise<Reply>;
+  /** RSET, HELO/EHLO or STARTTLS dropped the transaction. */
+  reset(c: SmtpFront): void;
+  close(c: SmtpFront): void;
+  /** A protocol problem worth a log line (line too long, too many unknown commands, TLS failure). */
+  problem(c: SmtpFront, what: string, detail?: Record<string, unknown>): void;
+}
+
+export interface FrontOptions {
+  /** Our name in the greeting and the EHLO reply. */
+  name: string;
+  /** Advertised as SIZE; a larger SIZE= on MAIL gets 552. */
+  maxMessageSize: number;
+  /** Idle timeout in ms: no byte from the client for this long ends the session with 421. */
+  idleTimeout: number;
+  /** The session is already encrypted (implicit TLS). */
+  secure: boolean;
+  /** STARTTLS is offered when this returns a context (and the session is not secure yet). */
+  starttls?: () => SecureContext | undefined;
+}
+
+/** RFC 5321 4.5.3.1.4 says 512; smtp-server allowed 16 KiB (long ORCPT/ENVID); so do we. */
+const MAX_LINE = 16 * 1024;
+const MAX_UNKNOWN = 10;
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const HTTP = /^(OPTIONS|GET|HEAD|POST|PUT|DELETE|TRACE|CONNECT) \/.* HTTP\/\d\.\d$/i;
+// C0 controls except TAB, and DEL, have no place in a command line.
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+const HELO_NAME = /^[\x21-\x7e]{1,255}$/;
+const EMPTY = Buffer.alloc(0);
+
+let counter = 0;
+const prefix = `${process.pid.toString(36)}${Date.now().toString(36)}`;
+/** Unique per process start and connection; cheap (no crypto per connection). */
+export function sessionId(): string {
+  counter = (counter + 1) % 0x7fffffff;
+  return `${prefix}${counter.toString(36)}`;
+}
+
+function line(code: number, enhanced: string, text: string): Reply {
+  return { code, enhanced, lines: [`${enhanced} ${text}`] };
+}
+
+/** The wire form of a reply: `code-line` for all but the last, `code line` for the last. */
+export function wireReply(r: Reply): string {
+  const n = r.lines.length;
+  if (n <= 1) return `${r.code} ${r.lines[0] ?? ''}\r\n`;
+  let out = '';
+  for (let i = 0; i < n; i++) out += `${r.code}${i < n - 1 ? '-' : ' '}${r.lines[i]}\r\n`;
+  return out;
+}
+
+type Mode = 'command' | 'data' | 'closed';
+
+export class SmtpFront {
+  readonly id: string;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  localAddress: string;
+  localPort: number;
+  /** The HELO/EHLO name, lower-cased; '' until the client introduced itself. */
+  helo = '';
+  openingCommand: 'EHLO' | 'HELO' | '' = '';
+  secure: boolean;
+  /** Completed DATA transactions. */
+  transaction = 0;
+  mailFrom: SmtpAddress | undefined;
+  recipients = 0;
+
+  readonly #opts: FrontOptions;
+  readonly #hooks: FrontHooks;
+  #socket: Duplex;
+  #mode: Mode = 'command';
+  #pending: Buffer = EMPTY;
+  /** A command is being answered by a hook; input waits in #pending. */
+  #busy = false;
+  #unknown = 0;
+  /** DATA: the body the hook reads, and whether the last bytes seen end a line. */
+  #body: Readable | undefined;
+  #dataReply: Reply | undefined;
+  #dataEnded = false;
+  #dataTail: Buffer = EMPTY;
+  #atLineStart = true;
+  readonly #onData = (chunk: Buffer) => this.#receive(chunk);
+  readonly #onClose = () => this.#closed();
+  readonly #onTimeout = () => this.#timeout();
+
+  constructor(
+    socket: Duplex,
+    info: { id: string; remoteAddress: string; remotePort: number; localAddress: string; localPort: number },
+    opts: FrontOptions,
+    hooks: FrontHooks,
+  ) {
+    this.#socket = socket;
+    this.id = info.id;
+    this.remoteAddress = info.remoteAddress;
+    this.remotePort = info.remotePort;
+    this.localAddress = info.localAddress;
+    this.localPort = info.localPort;
+    this.secure = opts.secure;
+    this.#opts = opts;
+    this.#hooks = hooks;
+  }
+
+  get closed(): boolean {
+    return this.#mode === 'closed';
+  }
+
+  /** Between transactions with nothing in flight (a drain may say 421 now). */
+  get idle(): boolean {
+    return this.#mode === 'command' && !this.#busy && this.mailFrom === undefined;
+  }
+
+  /** Greets (or refuses with `refusal`, then closes) and starts reading. */
+  start(refusal?: Reply): void {
+    const s = this.#socket;
+    s.on('close', this.#onClose);
+    s.on('error', () => this.#socket.destroy());
+    if (refusal) {
+      this.#mode = 'closed';
+      s.end(wireReply(refusal));
+      this.#hooks.close(this);
+      return;
+    }
+    this.#watch(s);
+    s.write(`220 ${this.#opts.name} ESMTP\r\n`);
+    s.resume();
+  }
+
+  /** Writes `reply` and closes the session (drain, shutdown). */
+  shutdown(reply: Reply): void {
+    if (this.#mode === 'closed') return;
+    this.#say(reply);
+    this.#end();
+  }
+
+  #watch(s: Duplex): void {
+    s.on('data', this.#onData);
+    if ('setTimeout' in s && typeof s.setTimeout === 'function') {
+      (s as unknown as { setTimeout(ms: number): void }).setTimeout(this.#opts.idleTimeout);
+      s.on('timeout', this.#onTimeout);
+    }
+  }
+
+  /**
+   * A reply the socket could not take at once (a slow reader, or the tarpit holding it) stops the
+   * reading of further commands until it drained: pipelined commands are answered no faster than
+   * the replies go out.
+   */
+  #say(r: Reply): void {
+    if (this.#mode === 'closed' || this.#socket.destroyed) return;
+    if (!this.#socket.write(wireReply(r)) && !this.#blocked) {
+      this.#blocked = true;
+      this.#socket.once('drain', this.#onDrain);
+    }
+    // 421: the service is closing this channel (RFC 5321 3.8), whoever said it.
+    if (r.code === 421) this.#end();
+  }
+
+  #blocked = false;
+  readonly #onDrain = () => {
+    this.#blocked = false;
+    this.#socket.resume();
+    this.#pump();
+  };
+
+  #end(): void {
+    if (this.#mode === 'closed') return;
+    const body = this.#body;
+    this.#mode = 'closed';
+    this.#pending = EMPTY;
+    this.#socket.off('data', this.#onData);
+    this.#socket.end();
+    // A client that does not close after our last word is cut off.
+    setTimeout(() => this.#socket.destroy(), 5000).unref();
+    if (body && !this.#dataEnded) body.destroy(new Error('session ended during DATA'));
+  }
+
+  #closed(): void {
+    const wasData = this.#body !== undefined && !this.#dataEnded;
+    this.#mode = 'closed';
+    this.#pending = EMPTY;
+    if (wasData) this.#body?.destroy(new Error('client went away during DATA'));
+    this.#hooks.close(this);
+  }
+
+  #timeout(): void {
+    if (this.#mode === 'closed') return;
+    this.#hooks.problem(this, 'idle timeout', { timeoutMs: this.#opts.idleTimeout });
+    this.shutdown(line(421, '4.4.2', `${this.#opts.name} Timeout - closing connection`));
+  }
+
+  // ---- input ----
+
+  #receive(chunk: Buffer): void {
+    if (this.#mode === 'data') {
+      this.#feedData(chunk);
+      return;
+    }
+    if (this.#mode === 'closed') return;
+    this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
+    this.#pump();
+  }
+
+  /** Answers complete command lines in order, one at a time. */
+  #pump(): void {
+    while (!this.#busy && !this.#blocked && this.#mode === 'command') {
+      const buf = this.#pending;
+      const lf = buf.indexOf(LF);
+      if (lf < 0) {
+        if (buf.length > MAX_LINE) this.#tooLong();
+        return;
+      }
+      if (lf > MAX_LINE) {
+        this.#tooLong();
+        return;
+      }
+      const end = lf > 0 && buf[lf - 1] === CR ? lf - 1 : lf;
+      const text = buf.toString('utf8', 0, end);
+      this.#pending = lf + 1 === buf.length ? EMPTY : buf.subarray(lf + 1);
+      this.#command(text);
+    }
+    // Pipelined input waits while a hook works; a flood of it pauses the socket.
+    if ((this.#busy || this.#blocked) && this.#pending.length > MAX_LINE) this.#socket.pause();
+  }
+
+  #tooLong(): void {
+    this.#hooks.problem(this, 'command line too long', { maxBytes: MAX_LINE });
+    this.shutdown(line(500, '5.5.2', 'Line too long'));
+  }
+
+  #command(text: string) {
+    const sp = text.indexOf(' ');
+    const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
+    const arg = sp < 0 ? '' : text.slice(sp + 1);
+    switch (verb) {
+      case 'EHLO':
+      case 'HELO':
+        return this.#hello(verb, arg);
+      case 'MAIL':
+        return this.#mail(text);
+      case 'RCPT':
+        return this.#rcpt(text);
+      case 'DATA':
+        return this.#data(arg);
+      case 'RSET':
+        this.#reset();
+        return this.#say(line(250, '2.0.0', 'Flushed'));
+      case 'NOOP':
+        return this.#say(line(250, '2.0.0', 'OK'));
+      case 'QUIT':
+        return this.shutdown(line(221, '2.0.0', 'Bye'));
+      case 'STARTTLS':
+        return this.#starttls(arg);
+      case 'VRFY':
+        return this.#say(line(252, '2.5.0', 'Send some mail, I will try my best'));
+      case 'HELP':
+        return this.#say(line(214, '2.0.0', 'See https://tools.ietf.org/html/rfc5321 for details'));
+      case 'XCLIENT':
+      case 'XFORWARD':
+        return this.#say(line(550, '5.7.0', `${verb} is not allowed`));
+      default:
+        return this.#unrecognized(text);
+    }
+  }
+
+  #unrecognized(text: string) {
+    if (HTTP.test(text)) {
+      this.#hooks.problem(this, 'HTTP request on the SMTP port');
+      return this.shutdown(line(421, '4.7.0', 'HTTP requests not allowed'));
+    }
+    if (++this.#unknown >= MAX_UNKNOWN) {
+      this.#hooks.problem(this, 'too many unrecognized commands', { count: this.#unknown });
+      return this.shutdown(line(421, '4.7.0', 'Too many unrecognized commands'));
+    }
+    this.#say(line(500, '5.5.1', 'Command not recognized'));
+  }
+
+  #hello(verb: 'EHLO' | 'HELO', arg: string) {
+    const name = arg.trim();
+    if (name === '' || /\s/.test(name)) return this.#say(line(501, '5.5.4', `Syntax: ${verb} hostname`));
+    if (!HELO_NAME.test(name)) return this.#say(line(501, '5.5.4', 'Bad hostname syntax'));
+    this.#reset();
+    this.helo = name.toLowerCase();
+    this.openingCommand = verb;
+    const greet = `${this.#opts.name} Nice to meet you, [${this.remoteAddress}]`;
+    if (verb === 'HELO') return this.#say({ code: 250, lines: [greet] });
+    const lines = [greet, 'PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
+    if (!this.secure && this.#opts.starttls?.()) lines.push('STARTTLS');
+    if (this.secure) lines.push('REQUIRETLS');
+    lines.push(`SIZE ${this.#opts.maxMessageSize}`);
+    this.#say({ code: 250, lines });
+  }
+
+  #reset(): void {
+    if (this.mailFrom === undefined && this.recipients === 0) return;
+    this.mailFrom = undefined;
+    this.recipients = 0;
+    this.#hooks.reset(this);
+  }
+
+  #needHello(): boolean {
+    if (this.helo !== '') return false;
+    this.#say(line(503, '5.5.1', 'Error: send HELO/EHLO first'));
+    return true;
+  }
+
+  #mail(text: string) {
+    if (this.#needHello()) return;
+    const parsed = parsePath(text, 'FROM');
+    if (typeof parsed === 'string') return this.#say(line(501, '5.5.4', parsed));
+    if (this.mailFrom) return this.#say(line(503, '5.5.1', 'Error: nested MAIL command'));
+    const bad = this.#checkMailParams(parsed.args);
+    if (bad) return this.#say(bad);
+    this.#await(
+      this.#hooks.mailFrom(this, parsed),
+      (reply) => {
+        if (reply === undefined) {
+          this.mailFrom = parsed;
+          this.#say(line(250, '2.1.0', 'Accepted'));
+        } else {
+          if (reply.code >= 200 && reply.code < 300) this.mailFrom = parsed;
+          this.#say(reply);
+        }
+      },
+      'MAIL',
+    );
+  }
+
+  #checkMailParams(args: Record<string, string | true>): Reply | undefined {
+    const size = args.SIZE;
+    if (size !== undefined) {
+      if (size === true || !/^\d{1,20}$/.test(size)) return line(501, '5.5.4', 'Bad SIZE parameter');
+      if (Number(size) > this.#opts.maxMessageSize)
+        return line(552, '5.3.4', `Message exceeds the maximum size of ${this.#opts.maxMessageSize} bytes`);
+    }
+    const body = args.BODY;
+    if (body !== undefined && (body === true || !/^(7BIT|8BITMIME)$/i.test(body)))
+      return line(501, '5.5.4', 'BODY must be 7BIT or 8BITMIME');
+    if (args.SMTPUTF8 !== undefined && args.SMTPUTF8 !== true)
+      return line(501, '5.5.4', 'SMTPUTF8 takes no value');
+    if (args.RET !== undefined && (args.RET === true || !/^(FULL|HDRS)$/i.test(args.RET)))
+      return line(501, '5.5.4', 'RET must be FULL or HDRS');
+    if (args.REQUIRETLS !== undefined && !this.secure)
+      return line(530, '5.7.10', 'REQUIRETLS needs a TLS session');
+    return undefined;
+  }
+
+  #rcpt(text: string) {
+    if (this.#needHello()) return;
+    const parsed = parsePath(text, 'TO');
+    if (typeof parsed === 'string' || parsed.address === '')
+      return this.#say(line(501, '5.1.3', 'Bad recipient address syntax'));
+    if (!this.mailFrom) return this.#say(line(503, '5.5.1', 'Error: need MAIL command'));
+    const notify = parsed.args.NOTIFY;
+    if (notify !== undefined) {
+      const values = notify === true ? [''] : notify.toUpperCase().split(',');
+      if (!values.every((v) => v === 'NEVER' || v === 'SUCCESS' || v === 'FAILURE' || v === 'DELAY'))
+        return this.#say(line(501, '5.5.4', 'NOTIFY must be NEVER, SUCCESS, FAILURE or DELAY'));
+      if (values.includes('NEVER') && values.length > 1)
+        return this.#say(line(501, '5.5.4', 'NOTIFY=NEVER cannot be combined with other values'));
+    }
+    const orcpt = parsed.args.ORCPT;
+    if (orcpt !== undefined && (orcpt === true || !/^[a-z0-9!#$%&'*+/=?^_`{|}~-]+;./i.test(orcpt)))
+      return this.#say(line(501, '5.5.4', 'Bad ORCPT parameter syntax'));
+    this.#await(
+      this.#hooks.rcptTo(this, parsed),
+      (reply) => {
+        if (reply.code >= 200 && reply.code < 300) this.recipients++;
+        this.#say(reply);
+      },
+      'RCPT',
+    );
+  }
+
+  #data(arg: string) {
+    if (this.#needHello()) return;
+    if (arg.trim() !== '') return this.#say(line(501, '5.5.4', 'Syntax: DATA'));
+    if (!this.mailFrom) return this.#say(line(503, '5.5.1', 'Error: need MAIL command'));
+    if (this.recipients === 0) return this.#say(line(503, '5.5.1', 'Error: need RCPT command'));
+    const socket = this.#socket;
+    const body = new Readable({ read: () => socket.resume() });
+    this.#body = body;
+    this.#dataReply = undefined;
+    this.#dataEnded = false;
+    this.#dataTail = EMPTY;
+    this.#atLineStart = true;
+    this.#afterCRLF = true;
+    this.#lastCR = false;
+    this.#busy = true;
+    this.#mode = 'data';
+    this.#hooks.data(this, body).then(
+      (reply) => this.#dataDone(reply),
+      () => this.#dataDone(line(451, '4.3.0', 'Error: internal server error')),
+    );
+    this.#say({ code: 354, lines: ['End data with <CR><LF>.<CR><LF>'] });
+    // Content pipelined behind DATA (not allowed before 354, RFC 2920, but harmless) is content.
+    const rest = this.#pending;
+    this.#pending = EMPTY;
+    if (rest.length > 0) this.#feedData(rest);
+  }
+
+  /** The hook answered; the reply goes out once the client's final dot is in too. */
+  #dataDone(reply: Reply): void {
+    this.#dataReply = reply;
+    if (!this.#dataEnded) {
+      // The hook no longer reads: whatever else arrives before the dot is dropped.
+      this.#body?.removeAllListeners('data');
+      this.#body?.resume();
+      return;
+    }
+    this.#finishData();
+  }
+
+  #finishData(): void {
+    const reply = this.#dataReply!;
+    this.#body = undefined;
+    this.#dataReply = undefined;
+    this.#mode = this.#mode === 'closed' ? 'closed' : 'command';
+    this.#busy = false;
+    this.transaction++;
+    this.#unknown = 0;
+    this.mailFrom = undefined;
+    this.recipients = 0;
+    this.#say(reply);
+    this.#socket.resume();
+    this.#pump();
+  }
+
+  /**
+   * DATA content: un-stuffs a dot that starts a line (after any LF, as smtp-server did) and ends at
+   * CRLF.CRLF only (a dot line after a bare LF or CR is content); what follows the final dot is the
+   * next command. Bare CR/LF pass as content for the encoder to normalise or reject.
+   */
+  #feedData(input: Buffer): void {
+    const chunk = this.#dataTail.length > 0 ? Buffer.concat([this.#dataTail, input]) : input;
+    this.#dataTail = EMPTY;
+    const n = chunk.length;
+    let start = 0;
+    let i = 0;
+    for (;;) {
+      if (this.#atLineStart) {
+        if (i >= n) break;
+        if (chunk[i] === DOT) {
+          if (n - i < 3) {
+            // ".\r\n" or not: decided when more bytes are in.
+            if (i > start) this.#push(chunk.subarray(start, i));
+            this.#dataTail = chunk.subarray(i);
+            return;
+          }
+          if (this.#afterCRLF && chunk[i + 1] === CR && chunk[i + 2] === LF) {
+            if (i > start) this.#push(chunk.subarray(start, i));
+            this.#endData(chunk.subarray(i + 3));
+            return;
+          }
+          if (chunk[i + 1] === DOT) {
+            if (i > start) this.#push(chunk.subarray(start, i));
+            start = i + 1;
+          }
+        }
+        this.#atLineStart = false;
+      }
+      const lf = chunk.indexOf(LF, i);
+      if (lf < 0) break;
+      this.#afterCRLF = lf > 0 ? chunk[lf - 1] === CR : this.#lastCR;
+      this.#atLineStart = true;
+      i = lf + 1;
+    }
+    if (start < n) this.#push(chunk.subarray(start));
+    if (n > 0) this.#lastCR = chunk[n - 1] === CR;
+  }
+
+  /** The line that just ended ended with CRLF (data start counts as one). */
+  #afterCRLF = true;
+  /** The last content byte seen was a CR (for an LF at the start of the next chunk). */
+  #lastCR = false;
+
+  #push(part: Buffer): void {
+    if (this.#dataReply !== undefined) return; // the hook is done: dropped until the dot
+    if (!this.#body!.push(part)) this.#socket.pause();
+  }
+
+  #endData(rest: Buffer): void {
+    this.#dataEnded = true;
+    this.#body?.push(null);
+    this.#mode = 'command';
+    this.#busy = true; // still: the reply waits for the hook
+    this.#pending = rest.length > 0 ? rest : EMPTY;
+    if (this.#dataReply !== undefined) this.#finishData();
+  }
+
+  // ---- async hooks ----
+
+  #await<T>(p: Promise<T>, then: (v: T) => void, what: string): void {
+    this.#busy = true;
+    p.then(
+      (v) => {
+        if (this.#mode === 'closed') return;
+        this.#busy = false;
+        then(v);
+        this.#socket.resume();
+        this.#pump();
+      },
+      (err: unknown) => {
+        if (this.#mode === 'closed') return;
+        this.#busy = false;
+        this.#hooks.problem(this, `${what} failed unexpectedly`, { err });
+        this.#say(line(451, '4.3.0', 'Error: internal server error'));
+        this.#pump();
+      },
+    );
+  }
+
+  // ---- STARTTLS ----
+
+  #starttls(arg: string) {
+    const context = this.secure ? undefined : this.#opts.starttls?.();
+    if (this.secure) return this.#say(line(503, '5.5.1', 'Error: TLS already active'));
+    if (!context) return this.#unrecognized('STARTTLS');
+    if (arg.trim() !== '') return this.#say(line(501, '5.5.4', 'Syntax: STARTTLS'));
+    this.#say(line(220, '2.0.0', 'Ready to start TLS'));
+    // RFC 3207 4.2: nothing the client pipelined behind STARTTLS counts.
+    this.#pending = EMPTY;
+    const plain = this.#socket;
+    plain.off('data', this.#onData);
+    plain.off('close', this.#onClose);
+    plain.off('timeout', this.#onTimeout);
+    plain.pause();
+    this.#busy = true;
+    const secure = new TLSSocket(plain as never, { isServer: true, secureContext: context });
+    this.#socket = secure;
+    secure.on('close', this.#onClose);
+    secure.on('error', (err) => {
+      this.#hooks.problem(this, 'TLS failed', { err: { message: err.message } });
+      secure.destroy();
+      plain.destroy();
+    });
+    secure.once('secure', () => {
+      this.secure = true;
+      this.helo = '';
+      this.openingCommand = '';
+      this.#reset();
+      this.#busy = false;
+      this.#watch(secure);
+    });
+  }
+}
+
+/**
+ * `MAIL FROM:<path> params` / `RCPT TO:<path> params`. Returns the parsed address and parameters,
+ * or the reason it is bad. The path is passed on as the client wrote it (no punycode or xtext
+ * rewriting: the backend decides about it); a source route is dropped (RFC 5321 4.1.2, C).
+ */
+export function parsePath(text: string, keyword: 'FROM' | 'TO'): SmtpAddress | string {
+  const colon = text.indexOf(':');
+  if (colon < 0) return `Syntax: ${keyword === 'FROM' ? 'MAIL FROM:<address>' : 'RCPT TO:<address>'}`;
+  const head = text.slice(0, colon).replace(/\s+/g, ' ').trim().toUpperCase();
+  if (head !== (keyword === 'FROM' ? 'MAIL FROM' : 'RCPT TO'))
+    return `Syntax: ${keyword === 'FROM' ? 'MAIL FROM:<address>' : 'RCPT TO:<address>'}`;
+  const rest = text.slice(colon + 1).trim();
+  if (rest[0] !== '<') return 'Bad address syntax: the address must be in <>';
+  const close = rest.indexOf('>');
+  if (close < 0) return 'Bad address syntax: the address must be in <>';
+  let address = rest.slice(1, close);
+  if (address.includes('<')) return 'Bad address syntax';
+  address = address.replace(/^@[^\s,:@]+(?:,@[^\s,:@]+)*:/, '');
+  if (CONTROL.test(address) || /\s/.test(address)) return 'Bad address syntax';
+  if (address !== '' && !(keyword === 'TO' && address.toLowerCase() === 'postmaster')) {
+    const at = address.lastIndexOf('@');
+    if (at <= 0 || at === address.length - 1) return 'Bad address syntax';
+    if (address.length > 254) return 'Address too long';
+  }
+  const args: Record<string, string | true> = {};
+  const tail = rest.slice(close + 1);
+  if (tail !== '' && tail[0] !== ' ') return 'Bad address syntax';
+  for (const param of tail.split(' ')) {
+    if (param === '') continue;
+    const eq = param.indexOf('=');
+    const key = (eq < 0 ? param : param.slice(0, eq)).toUpperCase();
+    if (key === '' || CONTROL.test(param)) return 'Bad parameter syntax';
+    if (key in args) return `Duplicate ${key} parameter`;
+    args[key] = eq < 0 ? true : param.slice(eq + 1);
+  }
+  return { address, args };
+}

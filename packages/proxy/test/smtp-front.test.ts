@@ -1,0 +1,319 @@
+// The SMTP front on a real TCP connection: DATA framing (end only at CRLF.CRLF, a leading dot after
+// LF un-stuffed) for every way a message can be split into TCP chunks, pipelined commands answered
+// in order, command syntax answers, the 421 that ends a session, and the idle timeout.
+import assert from 'node:assert/strict';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import type { Reply } from '@smtp-lb/upstream';
+import {
+  type FrontHooks,
+  parsePath,
+  type SmtpAddress,
+  SmtpFront,
+  wireReply,
+} from '../src/front/smtp-front.js';
+
+interface Seen {
+  bodies: string[];
+  mails: SmtpAddress[];
+  rcpts: SmtpAddress[];
+  resets: number;
+  closed: number;
+}
+
+function hooks(seen: Seen, overrides: Partial<FrontHooks> = {}): FrontHooks {
+  return {
+    mailFrom: async (_c, from) => {
+      seen.mails.push(from);
+      return undefined;
+    },
+    rcptTo: async (_c, to) => {
+      seen.rcpts.push(to);
+      return { code: 250, enhanced: '2.1.5', lines: ['2.1.5 Ok'] };
+    },
+    data: (_c, body: Readable) =>
+      new Promise<Reply>((resolve, reject) => {
+        const parts: Buffer[] = [];
+        body.on('data', (b: Buffer) => parts.push(b));
+        body.on('error', reject);
+        body.on('end', () => {
+          seen.bodies.push(Buffer.concat(parts).toString('latin1'));
+          resolve({ code: 250, enhanced: '2.0.0', lines: [`2.0.0 Ok: queued as ${seen.bodies.length}`] });
+        });
+      }),
+    reset: () => {
+      seen.resets++;
+    },
+    close: () => {
+      seen.closed++;
+    },
+    problem: () => {},
+    ...overrides,
+  };
+}
+
+let server: Server;
+let port: number;
+let current: { seen: Seen; overrides: Partial<FrontHooks>; idle: number };
+
+before(async () => {
+  server = createServer({ pauseOnConnect: true }, (socket) => {
+    const front = new SmtpFront(
+      socket,
+      {
+        id: 'test',
+        remoteAddress: socket.remoteAddress ?? '',
+        remotePort: socket.remotePort ?? 0,
+        localAddress: socket.localAddress ?? '',
+        localPort: socket.localPort ?? 0,
+      },
+      { name: 'front.test', maxMessageSize: 1000, idleTimeout: current.idle, secure: false },
+      hooks(current.seen, current.overrides),
+    );
+    front.start();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as { port: number }).port;
+});
+after(() => server.close());
+
+function fresh(overrides: Partial<FrontHooks> = {}, idle = 10_000): Seen {
+  const seen: Seen = { bodies: [], mails: [], rcpts: [], resets: 0, closed: 0 };
+  current = { seen, overrides, idle };
+  return seen;
+}
+
+/** Opens a client; `until(n)` resolves once `n` complete replies (final lines) have arrived. */
+async function client(): Promise<{
+  s: Socket;
+  replies: () => string[];
+  until(n: number): Promise<string[]>;
+}> {
+  const s = connect(port, '127.0.0.1');
+  s.setNoDelay(true);
+  let text = '';
+  const waiters: Array<() => void> = [];
+  s.on('data', (b) => {
+    text += b.toString('latin1');
+    for (const w of waiters.splice(0)) w();
+  });
+  s.on('error', () => {});
+  const finals = () => text.split('\r\n').filter((l) => /^\d{3} /.test(l));
+  const until = (n: number) =>
+    new Promise<string[]>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${n} replies: ${text}`)), 5000);
+      const check = () => {
+        if (finals().length >= n) {
+          clearTimeout(timer);
+          resolve(finals());
+        } else waiters.push(check);
+      };
+      check();
+    });
+  await until(1);
+  return { s, replies: finals, until };
+}
+
+const nextTick = () => new Promise((r) => setImmediate(r));
+
+describe('DATA framing', () => {
+  // wire form after DATA -> content the hook must see
+  const cases: Array<[string, string, string]> = [
+    ['plain', 'Subject: a\r\n\r\nhello\r\n.\r\n', 'Subject: a\r\n\r\nhello\r\n'],
+    ['empty message', '.\r\n', ''],
+    ['stuffed dot lines', '..\r\n..x\r\nmid.dle\r\n...\r\n.\r\n', '.\r\n.x\r\nmid.dle\r\n..\r\n'],
+    ['dot after bare LF is content, not the end', 'a\n.\nb\r\n.\r\n', 'a\n.\nb\r\n'],
+    ['LF.CRLF is not the end', 'a\n.\r\nb\r\n.\r\n', 'a\n.\r\nb\r\n'],
+    ['CRLF.LF is not the end', 'a\r\n.\nb\r\n.\r\n', 'a\r\n.\nb\r\n'],
+    ['CR.CR is not the end', 'a\r.\rb\r\n.\r\n', 'a\r.\rb\r\n'],
+    ['a leading dot after bare LF is un-stuffed', 'a\n..b\r\n.\r\n', 'a\n.b\r\n'],
+  ];
+  for (const [name, wire, content] of cases) {
+    test(`${name}: the same content for every split into two chunks`, async () => {
+      const seen = fresh();
+      const c = await client();
+      c.s.write('EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n');
+      await c.until(5);
+      let replies = 5;
+      const bytes = Buffer.from(wire, 'latin1');
+      for (let cut = 0; cut <= bytes.length; cut++) {
+        c.s.write(bytes.subarray(0, cut));
+        await nextTick();
+        c.s.write(bytes.subarray(cut));
+        replies++;
+        const got = await c.until(replies);
+        assert.match(got[replies - 1]!, /^250 2\.0\.0 Ok: queued/, `cut at ${cut}`);
+        assert.equal(seen.bodies[seen.bodies.length - 1], content, `cut at ${cut}`);
+        c.s.write('MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n');
+        replies += 3;
+        await c.until(replies);
+      }
+      // One message per cut and nothing else: no byte sequence ended the data early.
+      assert.equal(seen.bodies.length, bytes.length + 1);
+      c.s.destroy();
+    });
+  }
+
+  test('a message byte by byte, and commands pipelined behind the final dot', async () => {
+    const seen = fresh();
+    const c = await client();
+    c.s.write('EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n');
+    await c.until(5);
+    for (const b of Buffer.from('x\r\n..y\r\n.\r\nNOOP\r\nQUIT\r\n')) {
+      c.s.write(Buffer.from([b]));
+      await nextTick();
+    }
+    const got = await c.until(8);
+    assert.deepEqual(got.slice(5), ['250 2.0.0 Ok: queued as 1', '250 2.0.0 OK', '221 2.0.0 Bye']);
+    assert.deepEqual(seen.bodies, ['x\r\n.y\r\n']);
+  });
+
+  test('a client that leaves mid-DATA: the body fails, the session closes once', async () => {
+    let failed: Error | undefined;
+    const seen = fresh({
+      data: (_c, body) =>
+        new Promise<Reply>((resolve) => {
+          body.on('error', (err) => {
+            failed = err;
+            resolve({ code: 451, lines: ['4.4.2 lost'] });
+          });
+          body.resume();
+        }),
+    });
+    const c = await client();
+    c.s.write('EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\npart of a message\r\n');
+    await c.until(5);
+    c.s.destroy();
+    for (let i = 0; i < 50 && seen.closed === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(seen.closed, 1);
+    assert.match(failed?.message ?? '', /client went away/);
+  });
+});
+
+describe('commands', () => {
+  test('pipelined commands are answered in order, each after its hook', async () => {
+    const seen = fresh({
+      rcptTo: async (_c, to) => {
+        await new Promise((r) => setTimeout(r, to.address.startsWith('slow') ? 30 : 0));
+        return { code: 250, enhanced: '2.1.5', lines: [`2.1.5 <${to.address}> ok`] };
+      },
+    });
+    const c = await client();
+    c.s.write(
+      'EHLO c.test\r\nMAIL FROM:<> BODY=8BITMIME\r\nRCPT TO:<slow@d.test>\r\nRCPT TO:<fast@d.test>\r\nRSET\r\nNOOP\r\n',
+    );
+    const got = await c.until(7);
+    assert.deepEqual(got.slice(2), [
+      '250 2.1.0 Accepted',
+      '250 2.1.5 <slow@d.test> ok',
+      '250 2.1.5 <fast@d.test> ok',
+      '250 2.0.0 Flushed',
+      '250 2.0.0 OK',
+    ]);
+    assert.deepEqual(seen.mails, [{ address: '', args: { BODY: '8BITMIME' } }]);
+    assert.equal(seen.resets, 1);
+  });
+
+  test('sequence and syntax errors get 5xx without reaching the hooks', async () => {
+    const seen = fresh();
+    const c = await client();
+    const lines = [
+      'MAIL FROM:<a@b.test>', // before EHLO
+      'EHLO',
+      'EHLO c.test',
+      'RCPT TO:<c@d.test>', // before MAIL
+      'DATA',
+      'MAIL FROM:a@b.test',
+      'MAIL FROM:<a@b.test> SIZE=1001',
+      'MAIL FROM:<a@b.test> SIZE=1 SIZE=2',
+      'MAIL FROM:<a@b.test> BODY=9BIT',
+      'XCLIENT ADDR=1.2.3.4',
+      'FROB',
+      'MAIL FROM:<a@b.test>',
+      'MAIL FROM:<a@b.test>',
+      'RCPT TO:<>',
+      'RCPT TO:<c@d.test> NOTIFY=NEVER,SUCCESS',
+      'DATA',
+      'VRFY x',
+    ];
+    c.s.write(`${lines.join('\r\n')}\r\n`);
+    const got = await c.until(lines.length + 1);
+    assert.deepEqual(
+      got.slice(1).map((l) => l.slice(0, 9)),
+      [
+        '503 5.5.1',
+        '501 5.5.4',
+        '250 SIZE ',
+        '503 5.5.1',
+        '503 5.5.1',
+        '501 5.5.4',
+        '552 5.3.4',
+        '501 5.5.4',
+        '501 5.5.4',
+        '550 5.7.0',
+        '500 5.5.1',
+        '250 2.1.0',
+        '503 5.5.1',
+        '501 5.1.3',
+        '501 5.5.4',
+        '503 5.5.1',
+        '252 2.5.0',
+      ],
+    );
+    assert.equal(seen.mails.length, 1);
+    assert.equal(seen.rcpts.length, 0);
+  });
+
+  test('a 421 from a hook ends the session', async () => {
+    fresh({ mailFrom: async () => ({ code: 421, enhanced: '4.7.0', lines: ['4.7.0 go away'] }) });
+    const c = await client();
+    const closed = new Promise((r) => c.s.on('close', r));
+    c.s.write('EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nNOOP\r\n');
+    await closed;
+    assert.equal(c.replies()[2], '421 4.7.0 go away');
+    assert.equal(c.replies().length, 3, 'nothing after the 421');
+  });
+
+  test('an idle client gets 421 and is disconnected', async () => {
+    const seen = fresh({}, 150);
+    const c = await client();
+    const closed = new Promise((r) => c.s.on('close', r));
+    await closed;
+    assert.match(c.replies()[1] ?? '', /^421 4\.4\.2 /);
+    for (let i = 0; i < 50 && seen.closed === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(seen.closed, 1);
+  });
+
+  test('a command line over 16 KiB gets 500 and the session ends', async () => {
+    fresh();
+    const c = await client();
+    const closed = new Promise((r) => c.s.on('close', r));
+    c.s.write(`NOOP ${'x'.repeat(17 * 1024)}`);
+    await closed;
+    assert.match(c.replies()[1] ?? '', /^500 5\.5\.2 /);
+  });
+});
+
+test('parsePath keeps the address and parameters as written', () => {
+  assert.deepEqual(parsePath('MAIL FROM:<@relay.test:a@b.test> SIZE=10 SMTPUTF8', 'FROM'), {
+    address: 'a@b.test',
+    args: { SIZE: '10', SMTPUTF8: true },
+  });
+  assert.deepEqual(parsePath('RCPT TO: <Postmaster> ORCPT=rfc822;a+2Bb@c.test', 'TO'), {
+    address: 'Postmaster',
+    args: { ORCPT: 'rfc822;a+2Bb@c.test' },
+  });
+  assert.deepEqual(parsePath('mail from:<a@xn--bcher-kva.test>', 'FROM'), {
+    address: 'a@xn--bcher-kva.test',
+    args: {},
+  });
+  assert.equal(typeof parsePath('MAIL FROM:<a@b@c>x', 'FROM'), 'string');
+  assert.equal(typeof parsePath('MAIL FROM:<noat>', 'FROM'), 'string');
+  assert.equal(typeof parsePath('RCPT TO:<a@b.test', 'TO'), 'string');
+});
+
+test('wireReply: multi-line replies keep every line', () => {
+  assert.equal(wireReply({ code: 250, lines: ['a', 'b', 'c'] }), '250-a\r\n250-b\r\n250 c\r\n');
+  assert.equal(wireReply({ code: 554, lines: ['5.7.1 no'] }), '554 5.7.1 no\r\n');
+});
