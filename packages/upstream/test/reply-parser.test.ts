@@ -2,7 +2,9 @@
 // or packed into one, and garbage refused.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { mulberry32 } from '@smtp-lb/testkit';
 import { ReplyParseError, ReplyParser } from '../src/reply-parser.js';
+import type { Reply } from '../src/types.js';
 
 const push = (p: ReplyParser, s: string) => p.push(Buffer.from(s));
 
@@ -61,4 +63,86 @@ describe('ReplyParser', () => {
     p.reset();
     assert.deepEqual(push(p, '220 fresh\r\n'), [{ code: 220, lines: ['fresh'] }]);
   });
+
+  it('parses like the plain regex reference on random input cut at random (the byte checks)', () => {
+    const random = mulberry32(7);
+    const pieces = [
+      '2',
+      '3',
+      '5',
+      '1',
+      '6',
+      '0',
+      '9',
+      ' ',
+      '-',
+      '.',
+      'x',
+      'ü',
+      '\r',
+      '\n',
+      '\r\n',
+      '2.0.0 ',
+      '5.1.1',
+    ];
+    for (let round = 0; round < 3000; round++) {
+      let wire = '';
+      const lines = 1 + Math.floor(random() * 4);
+      for (let l = 0; l < lines; l++) {
+        // Mostly well-formed lines, so the parse gets past the first one often.
+        if (random() < 0.7) wire += ['250', '451', '550', '220', '354'][Math.floor(random() * 5)]!;
+        if (random() < 0.7) wire += random() < 0.5 ? ' ' : '-';
+        const len = Math.floor(random() * 8);
+        for (let i = 0; i < len; i++) wire += pieces[Math.floor(random() * pieces.length)]!;
+        wire += random() < 0.8 ? '\r\n' : '\n';
+      }
+      const bytes = Buffer.from(wire);
+      const cut = Math.floor(random() * (bytes.length + 1));
+      const got = outcome(() => {
+        const p = new ReplyParser();
+        return [...p.push(bytes.subarray(0, cut)), ...p.push(bytes.subarray(cut))];
+      });
+      assert.deepEqual(
+        got,
+        outcome(() => referenceParse(bytes)),
+        JSON.stringify(wire),
+      );
+    }
+  });
 });
+
+function outcome(run: () => Reply[]): Reply[] | string {
+  try {
+    return run();
+  } catch (err) {
+    assert.ok(err instanceof ReplyParseError);
+    return err.message;
+  }
+}
+
+/** The parser as first written: one regex per line over the decoded text. */
+function referenceParse(wire: Buffer): Reply[] {
+  const out: Reply[] = [];
+  let lines: string[] = [];
+  let code = 0;
+  let buf = wire;
+  for (let lf = buf.indexOf(0x0a); lf >= 0; lf = buf.indexOf(0x0a)) {
+    const text = buf.toString('utf8', 0, lf > 0 && buf[lf - 1] === 0x0d ? lf - 1 : lf);
+    buf = buf.subarray(lf + 1);
+    const m = /^([2-5]\d\d)(?:([ -])(.*))?$/s.exec(text);
+    if (!m) throw new ReplyParseError(`not an SMTP reply line: ${JSON.stringify(text.slice(0, 80))}`);
+    const c = Number(m[1]);
+    if (lines.length > 0 && c !== code) {
+      throw new ReplyParseError(`reply code changed from ${code} to ${c} within one reply`);
+    }
+    code = c;
+    lines.push(m[3] ?? '');
+    if (m[2] === '-') continue;
+    const reply: Reply = { code, lines };
+    lines = [];
+    const e = /^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)/.exec(reply.lines[0]!);
+    if (e && e[1] === m[1]![0]) reply.enhanced = `${e[1]}.${e[2]}.${e[3]}`;
+    out.push(reply);
+  }
+  return out;
+}
