@@ -26,14 +26,78 @@ import { xclientCommands } from './xclient.js';
 const QUIT_WAIT_MS = 2000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-interface Waiter {
-  stage: Stage;
-  command: string;
-  resolve(reply: Reply): void;
-  reject(err: UpstreamError): void;
-  timer?: NodeJS.Timeout;
+/** A settled-once operation: one promise for all the commands of one call. */
+class Op<T> {
+  settled = false;
+  resolve!: (value: T) => void;
+  reject!: (err: Error) => void;
+  readonly promise: Promise<T>;
+  constructor() {
+    this.promise = new Promise<T>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+  }
+}
+
+/** One command of establishment (kind request) or RSET (checked, exclusive). */
+class Request extends Op<Reply> {
+  constructor(readonly kind: 'request' | 'rset') {
+    super();
+  }
+}
+
+class QuitOp extends Op<void> {
+  readonly kind = 'quit';
+}
+
+type EnvelopeResult = { mail?: Reply; rcpts: Reply[] };
+
+/** MAIL and RCPTs: sent in one write (pipelined) or each after the previous reply. */
+class EnvelopeOp extends Op<EnvelopeResult> {
+  readonly kind = 'envelope';
+  readonly replies: Reply[] = [];
+  constructor(
+    readonly commands: Waiter[],
+    readonly hasMail: boolean,
+    readonly pipelined: boolean,
+  ) {
+    super();
+  }
+}
+
+/** DATA, then (after the 354) the content and the final dot, whose waiter is `final`. */
+class DataOp extends Op<Reply> {
+  readonly kind = 'data';
+  final?: Waiter;
+  socket?: net.Socket;
+  readonly encoder: DataEncoder;
+  dotSent = false;
+  draining = false;
+  blockTimer?: NodeJS.Timeout;
+  constructor(
+    readonly body: Readable,
+    readonly opts: DataOptions,
+  ) {
+    super();
+    this.encoder = new DataEncoder(opts);
+  }
+}
+
+type AnyOp = Request | QuitOp | EnvelopeOp | DataOp;
+
+/** One command waiting for its reply. */
+class Waiter {
+  /** performance.now() by which the reply must be in; Infinity while not armed. */
+  deadline = Number.POSITIVE_INFINITY;
+  ms = 0;
   /** RFC 3207 4.2: after this reply (220 to STARTTLS) nothing more is read in plaintext. */
-  lastPlaintext?: boolean;
+  lastPlaintext = false;
+  constructor(
+    public stage: Stage,
+    public command: string,
+    readonly op: AnyOp,
+  ) {}
 }
 
 /** A connect or TLS handshake in progress: failed like a waiter, but answered by the socket. */
@@ -45,21 +109,42 @@ interface PendingOp {
 
 type ErrorFor = (w: { stage: Stage; command: string }) => UpstreamError;
 
+const aborted: ErrorFor = (w) =>
+  new UpstreamError('EABORTED', w.stage, 'connection attempt aborted by the caller', {
+    abortReason: 'caller',
+    command: w.command,
+  });
+const afterQuit: ErrorFor = (w) =>
+  new UpstreamError('ECLOSED', w.stage, 'connection closed after QUIT', { command: w.command });
+const destroyed: ErrorFor = (w) =>
+  new UpstreamError('EABORTED', w.stage, 'connection destroyed by the caller', {
+    abortReason: 'caller',
+    command: w.command,
+  });
+
 /**
  * Connects and prepares a backend connection for a client session. Rejects with an UpstreamError
  * (ECONNECT, EGREETING, EEHLO, ETLS, EXCLIENT, ETIMEOUT, ECLOSED, EPROTOCOL; EABORTED 'caller' when
  * `signal` aborts). The signal covers establishment only; afterwards use destroy() or quit().
  */
-export async function connectUpstream(
+export function connectUpstream(
   opts: UpstreamOptions,
   identity: ClientIdentity,
   signal?: AbortSignal,
 ): Promise<UpstreamConnection> {
-  const conn = new SmtpUpstreamConnection(opts);
-  await conn.establish(identity, signal);
-  return conn;
+  try {
+    const conn = new SmtpUpstreamConnection(opts);
+    return conn.establish(identity, signal).then(() => conn);
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }
 
+/**
+ * The per-message path is CPU-bound, so it is written for few allocations: one promise per call
+ * (not per command), one reply timer per connection, replies handed on synchronously, the DATA
+ * listeners made once per connection, and no error built that nobody will see.
+ */
 export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConnection {
   private readonly opts: UpstreamOptions;
   private socket!: net.Socket;
@@ -77,12 +162,18 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
   private _capabilities: Map<string, string> = new Map();
   private _secure = false;
   private _xclientSent = false;
-  private readonly onSocketData = (chunk: Buffer) => this.receive(chunk);
+  /** The one reply timer, due at `timerAt` (performance.now()); moved only for an earlier deadline. */
+  private timer?: NodeJS.Timeout;
+  private timerAt = 0;
+  /** The DATA transfer whose content is streaming. */
+  private transfer?: DataOp;
 
   constructor(opts: UpstreamOptions) {
     super();
     // setTimeout fires at once for 0, Infinity or more than 2^31-1 ms: a bad value must not act as "no wait".
-    for (const [k, v] of Object.entries(opts.timeouts)) {
+    const t = opts.timeouts;
+    for (const k of Object.keys(t) as Array<keyof typeof t>) {
+      const v = t[k];
       if (v !== undefined && !(Number.isFinite(v) && v > 0 && v <= MAX_TIMER_MS)) {
         throw new TypeError(`upstream: timeouts.${k} must be 1..${MAX_TIMER_MS} ms, got ${v}`);
       }
@@ -108,11 +199,6 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
 
   /** Connect, greeting, EHLO, STARTTLS, XCLIENT. On failure the socket is destroyed and the error thrown. */
   async establish(identity: ClientIdentity, signal?: AbortSignal): Promise<void> {
-    const aborted: ErrorFor = (w) =>
-      new UpstreamError('EABORTED', w.stage, 'connection attempt aborted by the caller', {
-        abortReason: 'caller',
-        command: w.command,
-      });
     if (signal?.aborted) throw aborted({ stage: 'connect', command: '' });
     const onAbort = () => this.fail(aborted);
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -120,7 +206,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
       await this.connectTcp();
       if (this.opts.proxyProtocol !== 'off')
         this.socket.write(proxyHeader(this.opts.proxyProtocol, identity));
-      const greeting = await this.expect('greeting', '', this.opts.timeouts.greeting);
+      const greeting = await this.request('greeting', '', this.opts.timeouts.greeting);
       if (greeting.code !== 220) {
         throw this.fatal(
           new UpstreamError('EGREETING', 'greeting', `backend greeted with ${greeting.code}`, {
@@ -146,25 +232,33 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
    * sent, also after a refused MAIL: the backend answers them itself (usually 503), so every reply the
    * caller relays is the backend's own.
    */
-  envelope(mail: MailCommand | undefined, rcpts: MailCommand[]): Promise<{ mail?: Reply; rcpts: Reply[] }> {
-    return this.exclusive('envelope', async () => {
-      const cmds: Array<{ stage: Stage; line: string }> = [];
-      if (mail) cmds.push({ stage: 'mail', line: commandLine(`MAIL FROM:<${mail.address}>`, mail.params) });
-      for (const r of rcpts)
-        cmds.push({ stage: 'rcpt', line: commandLine(`RCPT TO:<${r.address}>`, r.params) });
+  envelope(mail: MailCommand | undefined, rcpts: MailCommand[]): Promise<EnvelopeResult> {
+    if (this.busy) return this.busyError('envelope');
+    const commands: Waiter[] = [];
+    const op = new EnvelopeOp(commands, mail !== undefined, this._capabilities.has('PIPELINING'));
+    try {
+      if (mail) commands.push(new Waiter('mail', commandLine('MAIL FROM:<', mail), op));
+      for (const r of rcpts) commands.push(new Waiter('rcpt', commandLine('RCPT TO:<', r), op));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (commands.length === 0) return Promise.resolve({ rcpts: [] });
+    this.busy = 'envelope';
+    if (this.closed) {
+      this.rejectOp(op, this.closedError(commands[0]!.stage, commands[0]!.command));
+    } else if (op.pipelined) {
       const timeout = this.opts.timeouts.command;
-      let replies: Reply[];
-      if (this._capabilities.has('PIPELINING')) {
-        const waits = cmds.map((c) => this.expect(c.stage, c.line, timeout));
-        this.write(cmds.map((c) => `${c.line}\r\n`).join(''));
-        replies = await Promise.all(waits);
-      } else {
-        replies = [];
-        for (const c of cmds) replies.push(await this.command(c.stage, c.line, timeout));
+      let batch = '';
+      for (const w of commands) {
+        this.waiters.push(w);
+        this.arm(w, timeout);
+        batch += `${w.command}\r\n`;
       }
-      for (const [i, r] of replies.entries()) this.checkResult(r, cmds[i]!.stage, cmds[i]!.line);
-      return mail ? { mail: replies[0]!, rcpts: replies.slice(1) } : { rcpts: replies };
-    });
+      this.socket.write(batch);
+    } else {
+      this.send(commands[0]!, this.opts.timeouts.command);
+    }
+    return op.promise;
   }
 
   /**
@@ -174,53 +268,36 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
    * body is left paused and attached to nothing of ours: the caller drains it.
    */
   data(body: Readable, opts: DataOptions): Promise<Reply> {
-    return this.exclusive('data', async () => {
-      const start = await this.command('data', 'DATA', this.opts.timeouts.dataStart);
-      if (start.code === 354) return this.stream(body, opts);
-      if (start.code >= 400 && start.code < 600) return start;
-      throw this.fatal(
-        new UpstreamError('EPROTOCOL', 'data', `unexpected reply ${start.code} to DATA`, {
-          reply: start,
-          command: 'DATA',
-        }),
-      );
-    });
+    if (this.busy) return this.busyError('data');
+    const op = new DataOp(body, opts);
+    this.busy = 'data';
+    this.send(new Waiter('data', 'DATA', op), this.opts.timeouts.dataStart);
+    return op.promise;
   }
 
   rset(): Promise<Reply> {
-    return this.exclusive('rset', async () => {
-      const reply = await this.command('rset', 'RSET', this.opts.timeouts.command);
-      this.checkResult(reply, 'rset', 'RSET');
-      return reply;
-    });
+    if (this.busy) return this.busyError('rset');
+    const op = new Request('rset');
+    this.busy = 'rset';
+    this.send(new Waiter('rset', 'RSET', op), this.opts.timeouts.command);
+    return op.promise;
   }
 
   /** QUIT, a short wait for the 221, then the socket is closed. Never rejects. */
-  async quit(): Promise<void> {
-    if (this.closed) return;
+  quit(): Promise<void> {
+    if (this.closed) return Promise.resolve();
     if (this.busy) {
       this.destroy();
-      return;
+      return Promise.resolve();
     }
-    try {
-      await this.command('quit', 'QUIT', Math.min(this.opts.timeouts.command, QUIT_WAIT_MS));
-    } catch {
-      // The connection ends either way; a backend that does not say goodbye changes nothing.
-    }
-    this.fail(
-      (w) => new UpstreamError('ECLOSED', w.stage, 'connection closed after QUIT', { command: w.command }),
-    );
+    const op = new QuitOp();
+    this.send(new Waiter('quit', 'QUIT', op), Math.min(this.opts.timeouts.command, QUIT_WAIT_MS));
+    return op.promise;
   }
 
   /** Closes the socket now; an operation in flight rejects with EABORTED 'caller'. */
   destroy(): void {
-    this.fail(
-      (w) =>
-        new UpstreamError('EABORTED', w.stage, 'connection destroyed by the caller', {
-          abortReason: 'caller',
-          command: w.command,
-        }),
-    );
+    this.fail(destroyed);
   }
 
   // ---- establishment ----
@@ -261,7 +338,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
   private async hello(name = this.opts.heloName): Promise<void> {
     const timeout = this.opts.timeouts.command;
     const ehlo = `EHLO ${name}`;
-    let reply = await this.command('ehlo', ehlo, timeout);
+    let reply = await this.request('ehlo', ehlo, timeout);
     let command = ehlo;
     if (reply.code >= 200 && reply.code < 300) {
       this._capabilities = parseCapabilities(reply);
@@ -269,7 +346,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     }
     if (reply.code >= 500 && reply.code < 600) {
       command = `HELO ${name}`;
-      reply = await this.command('ehlo', command, timeout);
+      reply = await this.request('ehlo', command, timeout);
       if (reply.code >= 200 && reply.code < 300) {
         this._capabilities = new Map();
         return;
@@ -299,7 +376,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
       }
       return;
     }
-    const reply = await this.command('starttls', 'STARTTLS', this.opts.timeouts.command, true);
+    const reply = await this.request('starttls', 'STARTTLS', this.opts.timeouts.command, true);
     if (reply.code !== 220) {
       this.upgrading = false;
       if (mode === 'required') {
@@ -382,7 +459,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     const commands = xclientCommands(this._capabilities.get('XCLIENT') ?? '', identity);
     if (commands.length === 0) return;
     for (const command of commands) {
-      const reply = await this.command('xclient', command, this.opts.timeouts.command);
+      const reply = await this.request('xclient', command, this.opts.timeouts.command);
       // Postfix's smtpd accepts with a new 220 greeting; Postfix's own smtp-sink accepts with 250.
       if (reply.code !== 220 && reply.code !== 250) {
         // Not authorised (550) or not understood: fail closed, never go on without the identity.
@@ -399,183 +476,281 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     await this.hello(helo && /^[\x21-\x7e]{1,255}$/.test(helo) ? helo : this.opts.heloName);
   }
 
+  // ---- replies to the operations ----
+
+  /** Hands `reply` to the operation that sent `w`: synchronously, inside the socket's data event. */
+  private deliver(w: Waiter, reply: Reply): void {
+    const op = w.op;
+    switch (op.kind) {
+      case 'request':
+        this.resolveOp(op, reply);
+        return;
+      case 'rset':
+        if (this.checkResult(op, reply, w)) this.resolveOp(op, reply);
+        return;
+      case 'quit':
+        // The connection ends either way; a backend that does not say goodbye changes nothing.
+        op.settled = true;
+        this.fail(afterQuit);
+        op.resolve();
+        return;
+      case 'envelope':
+        this.envelopeReply(op, reply);
+        return;
+      case 'data':
+        if (w === op.final) this.finalReply(op, w, reply);
+        else this.dataReply(op, reply);
+        return;
+    }
+  }
+
+  private envelopeReply(op: EnvelopeOp, reply: Reply): void {
+    const { replies, commands } = op;
+    replies.push(reply);
+    if (replies.length < commands.length) {
+      if (!op.pipelined) this.send(commands[replies.length]!, this.opts.timeouts.command);
+      return;
+    }
+    for (let i = 0; i < replies.length; i++) if (!this.checkResult(op, replies[i]!, commands[i]!)) return;
+    this.resolveOp(op, op.hasMail ? { mail: replies[0]!, rcpts: replies.slice(1) } : { rcpts: replies });
+  }
+
+  /** The reply to DATA itself. */
+  private dataReply(op: DataOp, reply: Reply): void {
+    if (reply.code === 354) this.stream(op);
+    else if (reply.code >= 400 && reply.code < 600) this.resolveOp(op, reply);
+    else {
+      const err = new UpstreamError('EPROTOCOL', 'data', `unexpected reply ${reply.code} to DATA`, {
+        reply,
+        command: 'DATA',
+      });
+      this.rejectOp(op, this.fatal(err));
+    }
+  }
+
+  /** The reply to the final dot, or one the backend sent before it. */
+  private finalReply(op: DataOp, w: Waiter, reply: Reply): void {
+    const cls = Math.floor(reply.code / 100);
+    if (op.dotSent && (cls === 2 || cls === 4 || cls === 5)) {
+      this.settleData(op, reply);
+    } else if (!op.dotSent && (cls === 4 || cls === 5)) {
+      // The backend gave up mid-stream; it is in no known state, so this connection is done.
+      this.settleData(op, reply);
+      this.destroy();
+    } else {
+      // Above all a 2xx before our final dot: relaying it would be a false acceptance.
+      const err = new UpstreamError('EPROTOCOL', w.stage, `unexpected reply ${reply.code} to DATA`, {
+        reply,
+        command: w.command,
+      });
+      this.settleDataError(op, err);
+      this.fail(() => err);
+    }
+  }
+
+  /** 2xx, 4xx and 5xx are results; anything else fails the connection and rejects `op`. */
+  private checkResult(op: AnyOp, reply: Reply, w: Waiter): boolean {
+    const cls = Math.floor(reply.code / 100);
+    if (cls === 2 || cls === 4 || cls === 5) return true;
+    const err = new UpstreamError(
+      'EPROTOCOL',
+      w.stage,
+      `unexpected reply ${reply.code} to ${w.command.split(' ')[0]}`,
+      { reply, command: w.command },
+    );
+    this.rejectOp(op, this.fatal(err));
+    return false;
+  }
+
+  private resolveOp<T>(op: Op<T> & { kind: AnyOp['kind'] }, value: T): void {
+    op.settled = true;
+    if (op.kind !== 'request' && op.kind !== 'quit') this.busy = undefined;
+    op.resolve(value);
+  }
+
+  private rejectOp(op: AnyOp, err: Error): void {
+    op.settled = true;
+    if (op.kind !== 'request' && op.kind !== 'quit') this.busy = undefined;
+    op.reject(err);
+  }
+
+  private busyError(name: string): Promise<never> {
+    return Promise.reject(new Error(`upstream: ${name}() called while ${this.busy}() is running`));
+  }
+
   // ---- DATA streaming ----
 
-  private stream(body: Readable, opts: DataOptions): Promise<Reply> {
-    return new Promise((resolve, reject) => {
+  private stream(op: DataOp): void {
+    const { body } = op;
+    // Registered before the first byte: a backend may answer early (e.g. 552 mid-stream).
+    const final = new Waiter('data', 'DATA content', op);
+    op.final = final;
+    op.socket = this.socket;
+    this.transfer = op;
+    if (!this.closed) this.waiters.push(final);
+    body.on('data', this.onBodyData);
+    body.on('end', this.onBodyEnd);
+    body.on('error', this.onBodyError);
+    body.on('close', this.onBodyClose);
+    if (body.errored) this.abort(op, 'source', 'message source already failed', body.errored);
+    else if (body.readableEnded) this.onBodyEnd();
+    else if (body.destroyed) this.onBodyClose();
+    else if (!this.closed) body.resume();
+    if (this.closed) this.settleDataError(op, this.closedError('data', 'DATA content'));
+  }
+
+  private readonly onBodyData = (chunk: Buffer | string): void => {
+    const op = this.transfer;
+    if (!op || this.closed) return;
+    const out = op.encoder.encode(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+    if (!Buffer.isBuffer(out)) {
+      if (out.abort === 'size') this.abort(op, 'size', `message exceeds ${op.opts.maxBytes} bytes`);
+      else this.abort(op, 'bare-newline', 'bare CR or LF in message content');
+      return;
+    }
+    const socket = op.socket!;
+    if (out.length > 0 && !socket.write(out) && !op.draining) {
+      op.draining = true;
+      op.body.pause();
       const { timeouts } = this.opts;
-      const blockMs = timeouts.dataBlock ?? timeouts.dataStart;
-      const encoder = new DataEncoder(opts);
-      const socket = this.socket;
-      // Registered before the first byte: a backend may answer early (e.g. 552 mid-stream).
-      const [waiter, final] = this.enqueue('data', 'DATA content');
-      let done = false;
-      let dotSent = false;
-      let draining = false;
-      let blockTimer: NodeJS.Timeout | undefined;
+      op.blockTimer = setTimeout(this.onBlocked, timeouts.dataBlock ?? timeouts.dataStart);
+      socket.once('drain', this.onDrain);
+    }
+  };
 
-      const finish = () => {
-        done = true;
-        clearTimeout(blockTimer);
-        body.off('data', onData);
-        body.off('end', onEnd);
-        body.off('error', onError);
-        body.off('close', onSourceClose);
-        socket.off('drain', onDrain);
-        body.pause();
-      };
-      const settle = (reply: Reply) => {
-        if (done) return;
-        finish();
-        resolve(reply);
-      };
-      const settleError = (err: UpstreamError) => {
-        if (done) return;
-        finish();
-        reject(err);
-      };
-      const abort = (reason: AbortReason, message: string, cause?: unknown) => {
-        const err = new UpstreamError('EABORTED', 'data', message, { abortReason: reason, cause });
-        settleError(err);
-        // No final dot: the backend must never take a truncated message as complete.
-        this.fail(() => err);
-      };
-      const onData = (chunk: Buffer | string) => {
-        if (done || this.closed) return;
-        const out = encoder.encode(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-        if (!Buffer.isBuffer(out)) {
-          if (out.abort === 'size') abort('size', `message exceeds ${opts.maxBytes} bytes`);
-          else abort('bare-newline', 'bare CR or LF in message content');
-          return;
-        }
-        if (out.length > 0 && !socket.write(out) && !draining) {
-          draining = true;
-          body.pause();
-          blockTimer = setTimeout(
-            () =>
-              this.fail(
-                () => new UpstreamError('ETIMEOUT', 'data', `backend took no content for ${blockMs} ms`),
-              ),
-            blockMs,
-          );
-          socket.once('drain', onDrain);
-        }
-      };
-      const onDrain = () => {
-        draining = false;
-        clearTimeout(blockTimer);
-        if (!done) body.resume();
-      };
-      const onEnd = () => {
-        if (done) return;
-        const tail = encoder.finish();
-        if (!Buffer.isBuffer(tail)) {
-          abort('bare-newline', 'bare CR at the end of message content');
-          return;
-        }
-        dotSent = true;
-        waiter.stage = 'dataDone';
-        waiter.command = '.';
-        this.arm(waiter, timeouts.dataDone);
-        socket.write(tail);
-      };
-      const onError = (err: Error) => abort('source', `message source failed: ${err.message}`, err);
+  private readonly onBlocked = (): void => {
+    const { timeouts } = this.opts;
+    const ms = timeouts.dataBlock ?? timeouts.dataStart;
+    this.fail(() => new UpstreamError('ETIMEOUT', 'data', `backend took no content for ${ms} ms`));
+  };
 
-      const onSourceClose = () => {
-        if (!dotSent) abort('source', 'message source closed before its end');
-      };
+  private readonly onDrain = (): void => {
+    const op = this.transfer;
+    if (!op) return;
+    op.draining = false;
+    clearTimeout(op.blockTimer);
+    op.body.resume();
+  };
 
-      final.then(
-        (reply) => {
-          const cls = Math.floor(reply.code / 100);
-          if (dotSent && (cls === 2 || cls === 4 || cls === 5)) {
-            settle(reply);
-          } else if (!dotSent && (cls === 4 || cls === 5)) {
-            // The backend gave up mid-stream; it is in no known state, so this connection is done.
-            settle(reply);
-            this.destroy();
-          } else {
-            // Above all a 2xx before our final dot: relaying it would be a false acceptance.
-            const err = new UpstreamError(
-              'EPROTOCOL',
-              waiter.stage,
-              `unexpected reply ${reply.code} to DATA`,
-              {
-                reply,
-                command: waiter.command,
-              },
-            );
-            settleError(err);
-            this.fail(() => err);
-          }
-        },
-        (err: UpstreamError) => settleError(err),
-      );
+  private readonly onBodyEnd = (): void => {
+    const op = this.transfer;
+    if (!op) return;
+    const tail = op.encoder.finish();
+    if (!Buffer.isBuffer(tail)) {
+      this.abort(op, 'bare-newline', 'bare CR at the end of message content');
+      return;
+    }
+    op.dotSent = true;
+    const final = op.final!;
+    final.stage = 'dataDone';
+    final.command = '.';
+    this.arm(final, this.opts.timeouts.dataDone);
+    if (!this.closed) op.socket!.write(tail);
+  };
 
-      body.on('data', onData);
-      body.on('end', onEnd);
-      body.on('error', onError);
-      body.on('close', onSourceClose);
-      if (body.errored) abort('source', 'message source already failed', body.errored);
-      else if (body.readableEnded) onEnd();
-      else if (body.destroyed) onSourceClose();
-      else body.resume();
-    });
+  private readonly onBodyError = (err: Error): void => {
+    const op = this.transfer;
+    if (op) this.abort(op, 'source', `message source failed: ${err.message}`, err);
+  };
+
+  private readonly onBodyClose = (): void => {
+    const op = this.transfer;
+    if (op && !op.dotSent) this.abort(op, 'source', 'message source closed before its end');
+  };
+
+  private abort(op: DataOp, reason: AbortReason, message: string, cause?: unknown): void {
+    const err = new UpstreamError('EABORTED', 'data', message, { abortReason: reason, cause });
+    this.settleDataError(op, err);
+    // No final dot: the backend must never take a truncated message as complete.
+    this.fail(() => err);
+  }
+
+  /** Leaves the body paused and attached to nothing of ours. */
+  private finishData(op: DataOp): void {
+    const { body } = op;
+    clearTimeout(op.blockTimer);
+    body.off('data', this.onBodyData);
+    body.off('end', this.onBodyEnd);
+    body.off('error', this.onBodyError);
+    body.off('close', this.onBodyClose);
+    op.socket!.off('drain', this.onDrain);
+    body.pause();
+    if (this.transfer === op) this.transfer = undefined;
+  }
+
+  private settleData(op: DataOp, reply: Reply): void {
+    if (op.settled) return;
+    this.finishData(op);
+    this.resolveOp(op, reply);
+  }
+
+  private settleDataError(op: DataOp, err: UpstreamError): void {
+    if (op.settled) return;
+    this.finishData(op);
+    this.rejectOp(op, err);
   }
 
   // ---- the dialogue ----
 
-  private async exclusive<T>(name: string, run: () => Promise<T>): Promise<T> {
-    if (this.busy) throw new Error(`upstream: ${name}() called while ${this.busy}() is running`);
-    this.busy = name;
-    try {
-      return await run();
-    } finally {
-      this.busy = undefined;
+  /** Sends `line` (none for the greeting) and resolves with its reply. */
+  private request(stage: Stage, line: string, timeoutMs: number, lastPlaintext = false): Promise<Reply> {
+    const op = new Request('request');
+    const w = new Waiter(stage, line, op);
+    w.lastPlaintext = lastPlaintext;
+    this.send(w, timeoutMs);
+    return op.promise;
+  }
+
+  /** Queues `w`, arms its deadline and writes its command; on a closed connection its op rejects. */
+  private send(w: Waiter, timeoutMs: number): void {
+    if (this.closed) {
+      const op = w.op;
+      if (op.kind === 'quit') {
+        op.settled = true;
+        op.resolve();
+      } else this.rejectOp(op, this.closedError(w.stage, w.command));
+      return;
+    }
+    this.waiters.push(w);
+    this.arm(w, timeoutMs);
+    if (w.command !== '') this.socket.write(`${w.command}\r\n`);
+  }
+
+  /** One timer per connection: it is moved only when `w` is due before it; timeUp() re-arms it. */
+  private arm(w: Waiter, ms: number): void {
+    if (this.closed) return;
+    const deadline = performance.now() + ms;
+    w.deadline = deadline;
+    w.ms = ms;
+    if (this.timer === undefined || deadline < this.timerAt) {
+      clearTimeout(this.timer);
+      this.timer = setTimeout(this.onTimer, ms);
+      this.timerAt = deadline;
     }
   }
 
-  private command(stage: Stage, line: string, timeoutMs: number, lastPlaintext = false): Promise<Reply> {
-    const reply = this.expect(stage, line, timeoutMs, lastPlaintext);
-    this.write(`${line}\r\n`);
-    return reply;
-  }
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    let due: Waiter | undefined;
+    for (const w of this.waiters) if (w.deadline < (due?.deadline ?? Number.POSITIVE_INFINITY)) due = w;
+    if (!due) return;
+    const left = due.deadline - performance.now();
+    if (left > 0) {
+      this.timer = setTimeout(this.onTimer, Math.ceil(left));
+      this.timerAt = due.deadline;
+      return;
+    }
+    const w = due;
+    const what = w.command === '' ? w.stage : w.command.split(' ')[0];
+    this.fail(
+      () =>
+        new UpstreamError('ETIMEOUT', w.stage, `no reply to ${what} within ${w.ms} ms`, {
+          command: w.command,
+        }),
+    );
+  };
 
-  private write(data: string): void {
-    if (!this.closed) this.socket.write(data);
-  }
-
-  private expect(stage: Stage, command: string, timeoutMs: number, lastPlaintext = false): Promise<Reply> {
-    const [waiter, reply] = this.enqueue(stage, command);
-    waiter.lastPlaintext = lastPlaintext;
-    this.arm(waiter, timeoutMs);
-    return reply;
-  }
-
-  private enqueue(stage: Stage, command: string): [Waiter, Promise<Reply>] {
-    let waiter!: Waiter;
-    const reply = new Promise<Reply>((resolve, reject) => {
-      waiter = { stage, command, resolve, reject };
-    });
-    if (this.closed) waiter.reject(this.closedError(stage, command));
-    else this.waiters.push(waiter);
-    return [waiter, reply];
-  }
-
-  private arm(w: Waiter, ms: number): void {
-    if (this.closed) return;
-    w.timer = setTimeout(() => {
-      const what = w.command === '' ? w.stage : w.command.split(' ')[0];
-      this.fail(
-        () =>
-          new UpstreamError('ETIMEOUT', w.stage, `no reply to ${what} within ${ms} ms`, {
-            command: w.command,
-          }),
-      );
-    }, ms);
-  }
-
-  private receive(chunk: Buffer): void {
+  private readonly onSocketData = (chunk: Buffer): void => {
     if (this.upgrading || this.failed) return;
     let replies: Reply[];
     try {
@@ -589,78 +764,101 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
       );
       return;
     }
-    for (const reply of replies) {
-      const w = this.waiters.shift();
-      if (!w) {
-        // A reply nobody asked for (e.g. a 421 before closing): the dialogue is out of step.
-        this.fail(
-          (p) =>
-            new UpstreamError('EPROTOCOL', p.stage, `unsolicited reply ${reply.code} from the backend`, {
-              reply,
-            }),
-        );
-        return;
-      }
-      clearTimeout(w.timer);
-      w.resolve(reply);
-      if (w.lastPlaintext && reply.code === 220) {
-        // RFC 3207 4.2: anything the backend sent after its 220 and before the handshake is discarded.
-        this.upgrading = true;
-        this.parser.reset();
-        return;
-      }
+    if (replies.length === 1) {
+      const w = this.take(replies[0]!);
+      if (w) this.deliver(w, replies[0]!);
+      return;
     }
-  }
+    // Every reply of the chunk is matched to its command first, so an operation that goes on (a
+    // 354 starting the content) does not take a reply meant for nobody.
+    const taken: Waiter[] = [];
+    for (const reply of replies) {
+      const w = this.take(reply);
+      if (!w) break;
+      taken.push(w);
+      if (this.upgrading) break;
+    }
+    for (let i = 0; i < taken.length; i++) this.deliver(taken[i]!, replies[i]!);
+  };
 
-  private checkResult(reply: Reply, stage: Stage, command: string): void {
-    const cls = Math.floor(reply.code / 100);
-    if (cls === 2 || cls === 4 || cls === 5) return;
-    throw this.fatal(
-      new UpstreamError('EPROTOCOL', stage, `unexpected reply ${reply.code} to ${command.split(' ')[0]}`, {
-        reply,
-        command,
-      }),
-    );
+  /** The waiter `reply` answers; with none, the dialogue is out of step and the connection fails. */
+  private take(reply: Reply): Waiter | undefined {
+    const w = this.waiters.shift();
+    if (!w) {
+      // A reply nobody asked for (e.g. a 421 before closing).
+      this.fail(
+        (p) =>
+          new UpstreamError('EPROTOCOL', p.stage, `unsolicited reply ${reply.code} from the backend`, {
+            reply,
+          }),
+      );
+      return undefined;
+    }
+    if (w.lastPlaintext && reply.code === 220) {
+      // RFC 3207 4.2: anything the backend sent after its 220 and before the handshake is discarded.
+      this.upgrading = true;
+      this.parser.reset();
+    }
+    return w;
   }
 
   // ---- failure and close ----
 
   private watch(socket: net.Socket): void {
     socket.on('data', this.onSocketData);
-    socket.on('error', (err) => {
-      this.socketError ??= err;
-    });
-    socket.on('close', () => this.onClose());
+    socket.on('error', this.onSocketError);
+    socket.on('close', this.onSocketClose);
   }
 
-  private onClose(): void {
+  private readonly onSocketError = (err: Error): void => {
+    this.socketError ??= err;
+  };
+
+  private readonly onSocketClose = (): void => {
     if (this.gone) return;
     this.gone = true;
-    const why = this.socketError ? `: ${this.socketError.message}` : '';
-    this.fail(
-      (w) =>
-        new UpstreamError(
-          w.stage === 'connect' ? 'ECONNECT' : 'ECLOSED',
-          w.stage,
-          w.stage === 'connect'
-            ? `cannot connect to ${this.target}${why}`
-            : `backend closed the connection${why}`,
-          { command: w.command, cause: this.socketError },
-        ),
-    );
+    // After our own QUIT or destroy() nothing waits any more: no error to describe the close.
+    if (!this.failed) {
+      const cause = this.socketError;
+      const why = cause ? `: ${cause.message}` : '';
+      this.fail(
+        (w) =>
+          new UpstreamError(
+            w.stage === 'connect' ? 'ECONNECT' : 'ECLOSED',
+            w.stage,
+            w.stage === 'connect'
+              ? `cannot connect to ${this.target}${why}`
+              : `backend closed the connection${why}`,
+            { command: w.command, cause },
+          ),
+      );
+    }
     this.emit('close');
-  }
+  };
 
-  /** The first failure wins: every pending wait rejects with `errorFor` and the socket is destroyed. */
+  /**
+   * The first failure wins: every pending operation rejects with `errorFor` (built only for one not
+   * yet settled) and the socket is destroyed.
+   */
   private fail(errorFor: ErrorFor): void {
     if (this.failed) return;
     this.failed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
     const pending = this.pending;
     this.pending = undefined;
     pending?.reject(errorFor(pending));
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.reject(errorFor(w));
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) {
+      const op = w.op;
+      if (op.settled) continue;
+      if (op.kind === 'quit') {
+        // quit() never rejects.
+        op.settled = true;
+        op.resolve();
+      } else if (op.kind === 'data' && op.final) this.settleDataError(op, errorFor(w));
+      else this.rejectOp(op, errorFor(w));
     }
     this.socket?.destroy();
   }
@@ -692,9 +890,14 @@ function parseCapabilities(reply: Reply): Map<string, string> {
 }
 
 /** `MAIL FROM:<a>` plus ` KEY=value` / ` KEY` parameters; CR or LF here would smuggle a command. */
-function commandLine(head: string, params: Record<string, string | true>): string {
-  let line = head;
-  for (const [key, value] of Object.entries(params)) line += value === true ? ` ${key}` : ` ${key}=${value}`;
-  if (/[\r\n]/.test(line)) throw new TypeError('upstream: CR or LF inside an SMTP command');
+function commandLine(head: string, cmd: MailCommand): string {
+  let line = `${head}${cmd.address}>`;
+  const params = cmd.params;
+  for (const key of Object.keys(params)) {
+    const value = params[key];
+    line += value === true ? ` ${key}` : ` ${key}=${value}`;
+  }
+  if (line.includes('\r') || line.includes('\n'))
+    throw new TypeError('upstream: CR or LF inside an SMTP command');
   return line;
 }
