@@ -177,6 +177,30 @@ describe('data', { timeout: 30_000 }, () => {
     await assert.rejects(done.conn.data(body('x\r\n'), normalize), { code: 'ETIMEOUT', stage: 'dataDone' });
   });
 
+  it('times each reply by its own deadline, whatever the deadlines of the commands before it', async () => {
+    // One timer serves the whole connection: it must neither fire DATA's wait early (left over from
+    // a shorter command deadline) nor late (left over from a longer one).
+    const t = options({ port: 1 }).timeouts;
+    const silentData = { reply: ({ verb }: { verb: string }) => (verb === 'DATA' ? null : undefined) };
+    const cases = [
+      { command: 100, dataStart: 400 },
+      { command: 20_000, dataStart: 150 },
+    ];
+    for (const { command, dataStart } of cases) {
+      const { conn } = await ready(silentData, { timeouts: { ...t, command, dataStart } });
+      const started = performance.now();
+      await assert.rejects(conn.data(body('x\r\n'), normalize), (e: UpstreamError) => {
+        assert.equal(e.code, 'ETIMEOUT');
+        assert.equal(e.stage, 'data');
+        assert.equal(e.message, `no reply to DATA within ${dataStart} ms`);
+        return true;
+      });
+      const waited = performance.now() - started;
+      assert.ok(waited >= dataStart - 1, `waited ${waited} ms of ${dataStart}`);
+      assert.ok(waited < dataStart + 5000, `waited ${waited} ms of ${dataStart}`);
+    }
+  });
+
   it('fails ETIMEOUT at data when the backend stops taking content', async () => {
     const s = await stub(esmtp());
     const o = options(s);
