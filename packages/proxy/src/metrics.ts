@@ -1,6 +1,84 @@
 // The metric catalogue of DESIGN.md (prefix smtp_lb_), on a registry of its own so two nodes in one
 // process (tests) do not collide. Gauges that mirror other state are filled on scrape (collect).
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import {
+  Counter,
+  type CounterConfiguration,
+  collectDefaultMetrics,
+  Gauge,
+  Histogram,
+  type LabelValues,
+  Registry,
+} from 'prom-client';
+
+/** One label set of a SummedCounter: what was counted since the last scrape. */
+interface Pending<T extends string> {
+  labels: LabelValues<T>;
+  sum: number;
+}
+
+/**
+ * A Counter for the message path: inc() with labels adds to a plain number found through one Map per
+ * label (by the label values, no string built), and the sums reach prom-client when it is scraped.
+ * prom-client itself builds and hashes a key from the label object on every inc(), its label
+ * children too (v15 binds them to the same inc). The first inc() of a label set, and any value other
+ * than a positive finite number, go through prom-client at once, so its checks still apply.
+ */
+class SummedCounter<T extends string> extends Counter<T> {
+  readonly #names: readonly T[];
+  readonly #byValue = new Map<unknown, unknown>();
+  readonly #pending: Pending<T>[] = [];
+  readonly #direct: (labels: LabelValues<T>, value?: number) => void;
+
+  constructor(config: CounterConfiguration<T> & { labelNames: readonly T[] }) {
+    super({
+      ...config,
+      collect(this: Counter<T>) {
+        (this as SummedCounter<T>).flush();
+      },
+    });
+    this.#names = config.labelNames;
+    const direct = this.inc.bind(this) as (labels: LabelValues<T>, value?: number) => void;
+    // prom-client sets inc on the instance in its constructor: replaced here, after it.
+    this.inc = ((labels?: LabelValues<T> | number, value?: number) => {
+      if (typeof labels !== 'object' || labels === null) return direct(labels as LabelValues<T>, value);
+      const by = value ?? 1;
+      if (!(by > 0 && Number.isFinite(by))) return direct(labels, value);
+      const names = this.#names;
+      const last = names.length - 1;
+      let map = this.#byValue;
+      for (let i = 0; i < last; i++) {
+        const v = labels[names[i]!];
+        let next = map.get(v) as Map<unknown, unknown> | undefined;
+        if (!next) {
+          next = new Map();
+          map.set(v, next);
+        }
+        map = next;
+      }
+      const key = labels[names[last]!];
+      const pending = map.get(key) as Pending<T> | undefined;
+      if (pending) {
+        pending.sum += by;
+        return;
+      }
+      direct(labels, by);
+      const entry = { labels, sum: 0 };
+      map.set(key, entry);
+      this.#pending.push(entry);
+    }) as Counter<T>['inc'];
+    this.#direct = direct;
+  }
+
+  /** Hands the sums to prom-client (on scrape). */
+  flush(): void {
+    for (const p of this.#pending) {
+      if (p.sum === 0) continue;
+      const sum = p.sum;
+      p.sum = 0;
+      this.#direct(p.labels, sum);
+    }
+  }
+}
 
 export class Metrics {
   readonly registry = new Registry();
@@ -11,19 +89,19 @@ export class Metrics {
     help: 'Client sessions open on this node',
     registers: [this.registry],
   });
-  readonly sessionsTotal = new Counter({
+  readonly sessionsTotal = new SummedCounter({
     name: 'smtp_lb_sessions_total',
     help: 'Client sessions ended, by listener and outcome',
     labelNames: ['listener', 'outcome'] as const,
     registers: [this.registry],
   });
-  readonly transactionsTotal = new Counter({
+  readonly transactionsTotal = new SummedCounter({
     name: 'smtp_lb_transactions_total',
     help: 'Mail transactions that reached the end of DATA, by pool, backend and result',
     labelNames: ['pool', 'backend', 'result'] as const,
     registers: [this.registry],
   });
-  readonly backendReplies = new Counter({
+  readonly backendReplies = new SummedCounter({
     name: 'smtp_lb_backend_replies_total',
     help: 'Replies (or failures) from backends, by command and code',
     labelNames: ['backend', 'command', 'code'] as const,
