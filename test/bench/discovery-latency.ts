@@ -24,7 +24,7 @@ interface Routed {
 
 /**
  * Sends a RCPT on a fresh session every RCPT_EVERY_MS. The sessions are opened ahead (greeting,
- * EHLO, MAIL), since smtp-server holds each greeting 100 ms to catch early talkers.
+ * EHLO, MAIL), so that only the RCPT (where the backend is chosen) is timed.
  */
 class Prober {
   readonly routed: Routed[] = [];

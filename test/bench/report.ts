@@ -155,6 +155,14 @@ function throughputTable(r: Results): string[] {
     });
     lines.push(`| ${p.label} | ${cells.join(' | ')} |`);
   }
+  const pipe = path(r, 'node-pipe');
+  const node = path(r, 'node-mem');
+  if (pipe && node) {
+    lines.push(
+      '',
+      `One smtp-lb node against the plain Node.js TCP pipe (same run, median of paired ratios): ${f2(pairedRatio(node, pipe, 'new'))} × with a new connection per message, ${f2(pairedRatio(node, pipe, 'reuse'))} × on reused connections. The pipe does no SMTP at all; it is what a Node.js process pays for the sockets alone.`,
+    );
+  }
   return lines;
 }
 

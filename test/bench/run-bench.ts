@@ -32,7 +32,7 @@ import {
 } from './report.js';
 import { runSmtpSource, type SourceLoad, sourceArgs } from './smtp-source.js';
 import { median } from './stats.js';
-import { startHaproxy, startNginx, startNode, type Target } from './targets.js';
+import { startHaproxy, startNginx, startNode, startNodePipe, type Target } from './targets.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '');
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -184,6 +184,9 @@ async function main(): Promise<void> {
     );
     await add('nginx', 'nginx mail proxy, smtp_auth none', () =>
       startNginx(dir.path, sink.port, nginxModule),
+    );
+    await add('node-pipe', 'Node.js TCP pipe, no SMTP (reference)', () =>
+      startNodePipe('node-pipe', sink.port),
     );
     await add('node-mem', 'smtp-lb, one node, in-memory ledger', () =>
       startNode(dir.path, { name: 'node-mem', sinkPort: sink.port }),

@@ -127,6 +127,14 @@ export async function startNginx(dir: string, sinkPort: number, module: string):
   }
 }
 
+const PIPE = fileURLToPath(new URL('./node-pipe.js', import.meta.url));
+
+/** A plain Node.js TCP relay in front of the sink (node-pipe.ts): the floor for any Node.js proxy. */
+export async function startNodePipe(name: string, sinkPort: number): Promise<Target> {
+  const port = await freePort(HOST);
+  return started(name, startProcess(name, process.execPath, [PIPE, String(port), String(sinkPort)]), port);
+}
+
 export interface NodeSpec {
   name: string;
   sinkPort: number;
