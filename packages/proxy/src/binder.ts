@@ -60,16 +60,19 @@ export class Binder {
     const { ledger, waiters, metrics } = this.#d;
     const admission = this.#d.admission();
     const deadline = Date.now() + admission.queueTimeout;
-    const tried = new Set<string>();
+    // Made only once a backend failed: most binds succeed at the first try, and this runs per session.
+    let tried: Set<string> | undefined;
     let attempts = 0;
     let waitedSince: number | undefined;
 
     while (!signal.aborted) {
-      const open = pool.source.current().filter((b) => !tried.has(b.id));
+      const all = pool.source.current();
+      const skip = tried;
+      const open = skip ? all.filter((b) => !skip.has(b.id)) : all;
       if (open.length === 0 || attempts > pool.config.connectRetries) {
         return { ok: false, reply: replies.noBackend() };
       }
-      const free = open.filter((b) => ledger.count(b.id) < b.maxConnections);
+      const free = belowCap(open, ledger);
       const lease = free.length > 0 ? await this.#acquire(pool, free) : undefined;
       if (!lease) {
         // Every open backend is at its cap: wait for a release, bounded in time and in count.
@@ -91,13 +94,10 @@ export class Binder {
       }
       const backend = open.find((b) => b.id === lease.backendId)!;
       attempts++;
-      const started = process.hrtime.bigint();
+      const started = performance.now();
       try {
         const conn = await connectUpstream(this.#options(pool, backend, heloName), identity, signal);
-        metrics.backendConnect.observe(
-          { backend: backend.id },
-          Number(process.hrtime.bigint() - started) / 1e9,
-        );
+        metrics.backendConnect.observe({ backend: backend.id }, (performance.now() - started) / 1000);
         pool.health.reward(backend.id);
         // The slot is held exactly as long as the backend connection exists.
         const free = () => {
@@ -106,6 +106,7 @@ export class Binder {
         };
         if (conn.closed) {
           free();
+          tried ??= new Set();
           tried.add(backend.id);
           continue;
         }
@@ -114,6 +115,7 @@ export class Binder {
       } catch (err) {
         lease.release();
         waiters.release(backend.id);
+        tried ??= new Set();
         tried.add(backend.id);
         pool.health.penalize(backend.id);
         const e = err as UpstreamError;
@@ -132,7 +134,7 @@ export class Binder {
   }
 
   /** Picks among `free` and takes a slot; a backend found full on the way is dropped from the round. */
-  async #acquire(pool: PoolRuntime, free: DiscoveredBackend[]): Promise<Lease | undefined> {
+  async #acquire(pool: PoolRuntime, free: readonly DiscoveredBackend[]): Promise<Lease | undefined> {
     const { ledger } = this.#d;
     let left = free;
     while (left.length > 0) {
@@ -168,4 +170,13 @@ export class Binder {
       timeouts: c.timeouts,
     };
   }
+}
+
+/** The backends below their cap: `open` itself when that is all of them (the usual case). */
+function belowCap(open: readonly DiscoveredBackend[], ledger: Ledger): readonly DiscoveredBackend[] {
+  for (const b of open) {
+    if (ledger.count(b.id) >= b.maxConnections)
+      return open.filter((o) => ledger.count(o.id) < o.maxConnections);
+  }
+  return open;
 }
