@@ -115,6 +115,10 @@ export class SmtpFront {
   readonly #onData = (chunk: Buffer) => this.#receive(chunk);
   readonly #onClose = () => this.#closed();
   readonly #onTimeout = () => this.#timeout();
+  readonly #onEnd = () => {
+    if (this.#body && !this.#dataEnded) this.#body.destroy(new Error('client went away during DATA'));
+    this.#end();
+  };
 
   constructor(
     socket: Duplex,
@@ -167,6 +171,8 @@ export class SmtpFront {
 
   #watch(s: Duplex): void {
     s.on('data', this.#onData);
+    // The client is done sending (a half-open wrapper, such as the tarpit's, does not close itself).
+    s.on('end', this.#onEnd);
     if ('setTimeout' in s && typeof s.setTimeout === 'function') {
       (s as unknown as { setTimeout(ms: number): void }).setTimeout(this.#opts.idleTimeout);
       s.on('timeout', this.#onTimeout);
@@ -556,6 +562,7 @@ export class SmtpFront {
     plain.off('data', this.#onData);
     plain.off('close', this.#onClose);
     plain.off('timeout', this.#onTimeout);
+    plain.off('end', this.#onEnd);
     plain.pause();
     this.#busy = true;
     const secure = new TLSSocket(plain as never, { isServer: true, secureContext: context });
