@@ -67,7 +67,9 @@ export class ProxySession {
   readonly #front: SmtpFront;
   readonly #listener: ListenerConfig;
   readonly #d: SessionDeps;
-  readonly #abort = new AbortController();
+  /** Made at the first bind: a session that never binds (most refused ones) needs none. */
+  #abort: AbortController | undefined;
+  #closed = false;
   #bound: BoundBackend | undefined;
   /** The bound backend has an open transaction (MAIL accepted, not finished by DATA). */
   #dirty = false;
@@ -84,7 +86,7 @@ export class ProxySession {
   }
 
   get closed(): boolean {
-    return this.#abort.signal.aborted;
+    return this.#closed;
   }
 
   /** MAIL FROM is answered here; undefined means accept (the front says 250). */
@@ -209,7 +211,8 @@ export class ProxySession {
   /** The client went away (QUIT, close, timeout): release the backend. */
   close(): void {
     if (this.closed) return;
-    this.#abort.abort(CLIENT_GONE);
+    this.#closed = true;
+    this.#abort?.abort(CLIENT_GONE);
     const bound = this.#bound;
     this.#bound = undefined;
     if (!bound) return;
@@ -256,7 +259,7 @@ export class ProxySession {
       this.#identity(),
       this.#listener.hostname,
       this.log,
-      this.#abort.signal,
+      (this.#abort ??= new AbortController()).signal,
     );
     if (!res.ok) return res.reply;
     if (this.closed) {
