@@ -397,7 +397,8 @@ describe('deploy/', () => {
     const src = readFileSync(join(ROOT, 'packages/proxy/src/metrics.ts'), 'utf8');
     const names: string[] = [];
     const series = new Set<string>();
-    for (const [, kind, name] of src.matchAll(/new (Counter|Gauge|Histogram)\(\{\s*name: '(smtp_lb_\w+)'/g)) {
+    // `new Counter(`, or a subclass named after its kind (`new SummedCounter(`).
+    for (const [, kind, name] of src.matchAll(/new \w*?(Counter|Gauge|Histogram)\(\{\s*name: '(smtp_lb_\w+)'/g)) {
       names.push(name!);
       series.add(name!);
       if (kind === 'Histogram') for (const s of ['_bucket', '_sum', '_count']) series.add(name + s);
