@@ -67,7 +67,7 @@ export class ProxySession {
   readonly #front: SmtpFront;
   readonly #listener: ListenerConfig;
   readonly #d: SessionDeps;
-  /** Made at the first bind: a session that never binds (most refused ones) needs none. */
+  /** Aborts the bind in flight, if any, when the client goes. */
   #abort: AbortController | undefined;
   #closed = false;
   #bound: BoundBackend | undefined;
@@ -254,13 +254,22 @@ export class ProxySession {
       this.log.error({ pool: poolName }, 'route points at an unknown pool');
       return replies.noBackend();
     }
-    const res = await this.#d.binder.bind(
-      pool,
-      this.#identity(),
-      this.#listener.hostname,
-      this.log,
-      (this.#abort ??= new AbortController()).signal,
-    );
+    // The controller only matters while a bind is in flight: abort() builds and dispatches an event,
+    // which a close between transactions need not pay for.
+    const abort = new AbortController();
+    this.#abort = abort;
+    let res: Awaited<ReturnType<Binder['bind']>>;
+    try {
+      res = await this.#d.binder.bind(
+        pool,
+        this.#identity(),
+        this.#listener.hostname,
+        this.log,
+        abort.signal,
+      );
+    } finally {
+      this.#abort = undefined;
+    }
     if (!res.ok) return res.reply;
     if (this.closed) {
       void res.bound.conn.quit();
