@@ -398,7 +398,9 @@ describe('deploy/', () => {
     const names: string[] = [];
     const series = new Set<string>();
     // `new Counter(`, or a subclass named after its kind (`new SummedCounter(`).
-    for (const [, kind, name] of src.matchAll(/new \w*?(Counter|Gauge|Histogram)\(\{\s*name: '(smtp_lb_\w+)'/g)) {
+    for (const [, kind, name] of src.matchAll(
+      /new \w*?(Counter|Gauge|Histogram)\(\{\s*name: '(smtp_lb_\w+)'/g,
+    )) {
       names.push(name!);
       series.add(name!);
       if (kind === 'Histogram') for (const s of ['_bucket', '_sum', '_count']) series.add(name + s);
