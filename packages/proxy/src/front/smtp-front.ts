@@ -83,6 +83,10 @@ export function wireReply(r: Reply): string {
 
 type Mode = 'command' | 'data' | 'closed';
 
+function uncork(socket: Duplex): void {
+  socket.uncork();
+}
+
 export class SmtpFront {
   readonly id: string;
   readonly remoteAddress: string;
@@ -186,6 +190,12 @@ export class SmtpFront {
    */
   #say(r: Reply): void {
     if (this.#mode === 'closed' || this.#socket.destroyed) return;
+    // Replies made in one turn of the event loop (a pipelined group: RCPT's and DATA's, the final
+    // reply and QUIT's) leave in one write.
+    if (this.#socket.writableCorked === 0) {
+      this.#socket.cork();
+      setImmediate(uncork, this.#socket);
+    }
     if (!this.#socket.write(wireReply(r)) && !this.#blocked) {
       this.#blocked = true;
       this.#socket.once('drain', this.#onDrain);
