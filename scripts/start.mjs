@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// The demo behind `npm start`: two small demo backends (smtp-server, writing each message to
-// demo-mail/), one smtp-lb node in front of them, and one message sent through it on start.
+// The demo behind `npm start`: two small demo backends (testkit's capture backend, the SMTP server
+// our tests use as a backend, writing each message to demo-mail/), one smtp-lb node in front of
+// them, and one message sent through it on start.
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -8,7 +9,7 @@ import { join, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..');
 const require = createRequire(join(root, 'packages/proxy/package.json'));
-const { SMTPServer } = await import(require.resolve('smtp-server').replace('/cjs/', '/esm/'));
+const { startCaptureBackend } = await import(join(root, 'packages/testkit/dist/src/index.js'));
 const nodemailer = (await import(require.resolve('nodemailer'))).default;
 
 const listen = process.env.SMTP_LB_LISTEN ?? '127.0.0.1:2525';
@@ -17,33 +18,27 @@ const [host, port] = [
   Number(listen.slice(listen.lastIndexOf(':') + 1)),
 ];
 const mailDir = join(root, 'demo-mail');
-let queued = 0;
 
-function demoBackend(port) {
-  const server = new SMTPServer({
-    name: `backend-${port}.example.test`,
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    useXClient: true,
-    logger: false,
-    onData(stream, session, cb) {
-      const chunks = [];
-      stream.on('data', (c) => chunks.push(c));
-      stream.on('end', () => {
-        const id = `${port}-${++queued}`;
-        mkdirSync(join(mailDir, String(port)), { recursive: true });
-        const file = join(mailDir, String(port), `${id}.eml`);
-        writeFileSync(file, Buffer.concat(chunks));
-        const client = session.xClient?.get('ADDR') ?? session.remoteAddress;
-        console.log(
-          `[demo backend :${port}] message from ${session.envelope.mailFrom.address} for ` +
-            `${session.envelope.rcptTo.map((r) => r.address).join(', ')} (client ${client}) saved to ${file}`,
-        );
-        cb(null, `Ok: queued as ${id}`);
-      });
+async function demoBackend(port) {
+  const backend = await startCaptureBackend({
+    port,
+    hostname: `backend-${port}.example.test`,
+    greeting: `220 backend-${port}.example.test ESMTP demo`,
+    dataReply: (msg) => {
+      const id = `${port}-${msg.id}`;
+      mkdirSync(join(mailDir, String(port)), { recursive: true });
+      const file = join(mailDir, String(port), `${id}.eml`);
+      writeFileSync(file, msg.data);
+      const session = backend.sessions.find((s) => s.id === msg.sessionId);
+      const client = session?.xclient.ADDR ?? 'unknown';
+      console.log(
+        `[demo backend :${port}] message from ${msg.mailFrom} for ${msg.rcptTo.join(', ')} ` +
+          `(client ${client}) saved to ${file}`,
+      );
+      return `250 2.0.0 Ok: queued as ${id}`;
     },
   });
-  return new Promise((res) => server.listen(port, '127.0.0.1', () => res(server)));
+  return backend;
 }
 
 await demoBackend(2526);

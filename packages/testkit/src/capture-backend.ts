@@ -24,6 +24,8 @@ export interface CaptureReplyContext {
 }
 
 export interface CaptureBackendOptions {
+  /** Port on 127.0.0.1; default 0 (a free one). */
+  port?: number;
   /** Default `220 capture.test ESMTP`. */
   greeting?: string;
   /** Name in the first EHLO line and in HELO replies. Default `capture.test`. */
@@ -197,7 +199,7 @@ export async function startCaptureBackend(opts: CaptureBackendOptions = {}): Pro
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
   });
   backend.port = (server.address() as net.AddressInfo).port;
   backend.address = `${backend.host}:${backend.port}`;
