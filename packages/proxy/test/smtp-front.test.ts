@@ -5,6 +5,8 @@ import assert from 'node:assert/strict';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { createSecureContext, type SecureContext, connect as tlsConnect } from 'node:tls';
+import { selfSignedCert } from '@smtp-lb/testkit';
 import type { Reply } from '@smtp-lb/upstream';
 import {
   type FrontHooks,
@@ -55,7 +57,7 @@ function hooks(seen: Seen, overrides: Partial<FrontHooks> = {}): FrontHooks {
 
 let server: Server;
 let port: number;
-let current: { seen: Seen; overrides: Partial<FrontHooks>; idle: number };
+let current: { seen: Seen; overrides: Partial<FrontHooks>; idle: number; tls?: SecureContext };
 
 before(async () => {
   server = createServer({ pauseOnConnect: true }, (socket) => {
@@ -68,7 +70,13 @@ before(async () => {
         localAddress: socket.localAddress ?? '',
         localPort: socket.localPort ?? 0,
       },
-      { name: 'front.test', maxMessageSize: 1000, idleTimeout: current.idle, secure: false },
+      {
+        name: 'front.test',
+        maxMessageSize: 1000,
+        idleTimeout: current.idle,
+        secure: false,
+        starttls: current.tls ? () => current.tls : undefined,
+      },
       hooks(current.seen, current.overrides),
     );
     front.start();
@@ -293,6 +301,44 @@ describe('commands', () => {
     await closed;
     assert.match(c.replies()[1] ?? '', /^500 5\.5\.2 /);
   });
+});
+
+test('STARTTLS: plaintext pipelined behind it is dropped, the session starts over inside TLS', async () => {
+  const seen = fresh();
+  const pem = await selfSignedCert();
+  current.tls = createSecureContext({ key: pem.key, cert: pem.cert });
+  const c = await client();
+  c.s.write('EHLO c.test\r\n');
+  const ehlo = await c.until(2);
+  assert.ok(c.replies().length === 2 && ehlo[1] === '250 SIZE 1000');
+  // RFC 3207 4.2: the MAIL after STARTTLS in the same packet must not count.
+  c.s.write('STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n');
+  await c.until(3);
+  assert.equal(c.replies()[2], '220 2.0.0 Ready to start TLS');
+  c.s.removeAllListeners('data');
+  const secure = tlsConnect({ socket: c.s, rejectUnauthorized: false });
+  await new Promise<void>((r) => secure.once('secureConnect', () => r()));
+  let text = '';
+  secure.on('data', (b) => {
+    text += b.toString('latin1');
+  });
+  secure.write('MAIL FROM:<a@b.test>\r\nEHLO c.test\r\nMAIL FROM:<a@b.test>\r\nQUIT\r\n');
+  await new Promise((r) => secure.once('close', r));
+  const finals = text.split('\r\n').filter((l) => /^\d{3} /.test(l));
+  assert.deepEqual(finals, [
+    '503 5.5.1 Error: send HELO/EHLO first',
+    '250 SIZE 1000',
+    '250 2.1.0 Accepted',
+    '221 2.0.0 Bye',
+  ]);
+  assert.ok(!/STARTTLS/.test(text), 'no STARTTLS offered inside TLS');
+  assert.match(text, /250-REQUIRETLS/);
+  assert.deepEqual(
+    seen.mails.map((m) => m.address),
+    ['a@b.test'],
+    'the plaintext MAIL never reached the hooks',
+  );
+  current.tls = undefined;
 });
 
 test('parsePath keeps the address and parameters as written', () => {
