@@ -31,6 +31,15 @@ export function isPositive(r: Reply): boolean {
   return r.code >= 200 && r.code < 300;
 }
 
+/** The wire form of a reply: `NNN-line` for all but the last line, `NNN line` for the last. */
+export function wireReply(r: Reply): string {
+  const n = r.lines.length;
+  if (n <= 1) return `${r.code} ${r.lines[0] ?? ''}\r\n`;
+  let out = '';
+  for (let i = 0; i < n; i++) out += `${r.code}${i < n - 1 ? '-' : ' '}${r.lines[i]}\r\n`;
+  return out;
+}
+
 export function formatReply(r: Reply): string {
   return `${r.code} ${r.lines.join(' / ')}`;
 }

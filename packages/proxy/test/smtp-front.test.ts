@@ -8,13 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import { createSecureContext, type SecureContext, connect as tlsConnect } from 'node:tls';
 import { selfSignedCert } from '@smtp-lb/testkit';
 import type { Reply } from '@smtp-lb/upstream';
-import {
-  type FrontHooks,
-  parsePath,
-  type SmtpAddress,
-  SmtpFront,
-  wireReply,
-} from '../src/front/smtp-front.js';
+import { type FrontHooks, parsePath, type SmtpAddress, SmtpFront } from '../src/front/smtp-front.js';
+import { wireReply } from '../src/replies.js';
 
 interface Seen {
   bodies: string[];

@@ -15,6 +15,7 @@ import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
 import { type SecureContext, TLSSocket } from 'node:tls';
 import type { Reply } from '@smtp-lb/upstream';
+import { reply, wireReply } from '../replies.js';
 
 export interface SmtpAddress {
   address: string;
@@ -66,19 +67,6 @@ const prefix = `${process.pid.toString(36)}${Date.now().toString(36)}`;
 export function sessionId(): string {
   counter = (counter + 1) % 0x7fffffff;
   return `${prefix}${counter.toString(36)}`;
-}
-
-function line(code: number, enhanced: string, text: string): Reply {
-  return { code, enhanced, lines: [`${enhanced} ${text}`] };
-}
-
-/** The wire form of a reply: `code-line` for all but the last, `code line` for the last. */
-export function wireReply(r: Reply): string {
-  const n = r.lines.length;
-  if (n <= 1) return `${r.code} ${r.lines[0] ?? ''}\r\n`;
-  let out = '';
-  for (let i = 0; i < n; i++) out += `${r.code}${i < n - 1 ? '-' : ' '}${r.lines[i]}\r\n`;
-  return out;
 }
 
 type Mode = 'command' | 'data' | 'closed';
@@ -166,10 +154,10 @@ export class SmtpFront {
     s.resume();
   }
 
-  /** Writes `reply` and closes the session (drain, shutdown). */
-  shutdown(reply: Reply): void {
+  /** Writes `r` and closes the session (drain, shutdown). */
+  shutdown(r: Reply): void {
     if (this.#mode === 'closed') return;
-    this.#say(reply);
+    this.#say(r);
     this.#end();
   }
 
@@ -234,7 +222,7 @@ export class SmtpFront {
   #timeout(): void {
     if (this.#mode === 'closed') return;
     this.#hooks.problem(this, 'idle timeout', { timeoutMs: this.#opts.idleTimeout });
-    this.shutdown(line(421, '4.4.2', `${this.#opts.name} Timeout - closing connection`));
+    this.shutdown(reply(421, '4.4.2', `${this.#opts.name} Timeout - closing connection`));
   }
 
   // ---- input ----
@@ -273,7 +261,7 @@ export class SmtpFront {
 
   #tooLong(): void {
     this.#hooks.problem(this, 'command line too long', { maxBytes: MAX_LINE });
-    this.shutdown(line(500, '5.5.2', 'Line too long'));
+    this.shutdown(reply(500, '5.5.2', 'Line too long'));
   }
 
   #command(text: string) {
@@ -292,20 +280,20 @@ export class SmtpFront {
         return this.#data(arg);
       case 'RSET':
         this.#reset();
-        return this.#say(line(250, '2.0.0', 'Flushed'));
+        return this.#say(reply(250, '2.0.0', 'Flushed'));
       case 'NOOP':
-        return this.#say(line(250, '2.0.0', 'OK'));
+        return this.#say(reply(250, '2.0.0', 'OK'));
       case 'QUIT':
-        return this.shutdown(line(221, '2.0.0', 'Bye'));
+        return this.shutdown(reply(221, '2.0.0', 'Bye'));
       case 'STARTTLS':
         return this.#starttls(arg);
       case 'VRFY':
-        return this.#say(line(252, '2.5.0', 'Send some mail, I will try my best'));
+        return this.#say(reply(252, '2.5.0', 'Send some mail, I will try my best'));
       case 'HELP':
-        return this.#say(line(214, '2.0.0', 'See https://tools.ietf.org/html/rfc5321 for details'));
+        return this.#say(reply(214, '2.0.0', 'See https://tools.ietf.org/html/rfc5321 for details'));
       case 'XCLIENT':
       case 'XFORWARD':
-        return this.#say(line(550, '5.7.0', `${verb} is not allowed`));
+        return this.#say(reply(550, '5.7.0', `${verb} is not allowed`));
       default:
         return this.#unrecognized(text);
     }
@@ -314,19 +302,19 @@ export class SmtpFront {
   #unrecognized(text: string) {
     if (HTTP.test(text)) {
       this.#hooks.problem(this, 'HTTP request on the SMTP port');
-      return this.shutdown(line(421, '4.7.0', 'HTTP requests not allowed'));
+      return this.shutdown(reply(421, '4.7.0', 'HTTP requests not allowed'));
     }
     if (++this.#unknown >= MAX_UNKNOWN) {
       this.#hooks.problem(this, 'too many unrecognized commands', { count: this.#unknown });
-      return this.shutdown(line(421, '4.7.0', 'Too many unrecognized commands'));
+      return this.shutdown(reply(421, '4.7.0', 'Too many unrecognized commands'));
     }
-    this.#say(line(500, '5.5.1', 'Command not recognized'));
+    this.#say(reply(500, '5.5.1', 'Command not recognized'));
   }
 
   #hello(verb: 'EHLO' | 'HELO', arg: string) {
     const name = arg.trim();
-    if (name === '' || /\s/.test(name)) return this.#say(line(501, '5.5.4', `Syntax: ${verb} hostname`));
-    if (!HELO_NAME.test(name)) return this.#say(line(501, '5.5.4', 'Bad hostname syntax'));
+    if (name === '' || /\s/.test(name)) return this.#say(reply(501, '5.5.4', `Syntax: ${verb} hostname`));
+    if (!HELO_NAME.test(name)) return this.#say(reply(501, '5.5.4', 'Bad hostname syntax'));
     this.#reset();
     this.helo = name.toLowerCase();
     this.openingCommand = verb;
@@ -348,26 +336,26 @@ export class SmtpFront {
 
   #needHello(): boolean {
     if (this.helo !== '') return false;
-    this.#say(line(503, '5.5.1', 'Error: send HELO/EHLO first'));
+    this.#say(reply(503, '5.5.1', 'Error: send HELO/EHLO first'));
     return true;
   }
 
   #mail(text: string) {
     if (this.#needHello()) return;
     const parsed = parsePath(text, 'FROM');
-    if (typeof parsed === 'string') return this.#say(line(501, '5.5.4', parsed));
-    if (this.mailFrom) return this.#say(line(503, '5.5.1', 'Error: nested MAIL command'));
+    if (typeof parsed === 'string') return this.#say(reply(501, '5.5.4', parsed));
+    if (this.mailFrom) return this.#say(reply(503, '5.5.1', 'Error: nested MAIL command'));
     const bad = this.#checkMailParams(parsed.args);
     if (bad) return this.#say(bad);
     this.#await(
       this.#hooks.mailFrom(this, parsed),
-      (reply) => {
-        if (reply === undefined) {
+      (r) => {
+        if (r === undefined) {
           this.mailFrom = parsed;
-          this.#say(line(250, '2.1.0', 'Accepted'));
+          this.#say(reply(250, '2.1.0', 'Accepted'));
         } else {
-          if (reply.code >= 200 && reply.code < 300) this.mailFrom = parsed;
-          this.#say(reply);
+          if (r.code >= 200 && r.code < 300) this.mailFrom = parsed;
+          this.#say(r);
         }
       },
       'MAIL',
@@ -377,19 +365,19 @@ export class SmtpFront {
   #checkMailParams(args: Record<string, string | true>): Reply | undefined {
     const size = args.SIZE;
     if (size !== undefined) {
-      if (size === true || !/^\d{1,20}$/.test(size)) return line(501, '5.5.4', 'Bad SIZE parameter');
+      if (size === true || !/^\d{1,20}$/.test(size)) return reply(501, '5.5.4', 'Bad SIZE parameter');
       if (Number(size) > this.#opts.maxMessageSize)
-        return line(552, '5.3.4', `Message exceeds the maximum size of ${this.#opts.maxMessageSize} bytes`);
+        return reply(552, '5.3.4', `Message exceeds the maximum size of ${this.#opts.maxMessageSize} bytes`);
     }
     const body = args.BODY;
     if (body !== undefined && (body === true || !/^(7BIT|8BITMIME)$/i.test(body)))
-      return line(501, '5.5.4', 'BODY must be 7BIT or 8BITMIME');
+      return reply(501, '5.5.4', 'BODY must be 7BIT or 8BITMIME');
     if (args.SMTPUTF8 !== undefined && args.SMTPUTF8 !== true)
-      return line(501, '5.5.4', 'SMTPUTF8 takes no value');
+      return reply(501, '5.5.4', 'SMTPUTF8 takes no value');
     if (args.RET !== undefined && (args.RET === true || !/^(FULL|HDRS)$/i.test(args.RET)))
-      return line(501, '5.5.4', 'RET must be FULL or HDRS');
+      return reply(501, '5.5.4', 'RET must be FULL or HDRS');
     if (args.REQUIRETLS !== undefined && !this.secure)
-      return line(530, '5.7.10', 'REQUIRETLS needs a TLS session');
+      return reply(530, '5.7.10', 'REQUIRETLS needs a TLS session');
     return undefined;
   }
 
@@ -397,24 +385,24 @@ export class SmtpFront {
     if (this.#needHello()) return;
     const parsed = parsePath(text, 'TO');
     if (typeof parsed === 'string' || parsed.address === '')
-      return this.#say(line(501, '5.1.3', 'Bad recipient address syntax'));
-    if (!this.mailFrom) return this.#say(line(503, '5.5.1', 'Error: need MAIL command'));
+      return this.#say(reply(501, '5.1.3', 'Bad recipient address syntax'));
+    if (!this.mailFrom) return this.#say(reply(503, '5.5.1', 'Error: need MAIL command'));
     const notify = parsed.args.NOTIFY;
     if (notify !== undefined) {
       const values = notify === true ? [''] : notify.toUpperCase().split(',');
       if (!values.every((v) => v === 'NEVER' || v === 'SUCCESS' || v === 'FAILURE' || v === 'DELAY'))
-        return this.#say(line(501, '5.5.4', 'NOTIFY must be NEVER, SUCCESS, FAILURE or DELAY'));
+        return this.#say(reply(501, '5.5.4', 'NOTIFY must be NEVER, SUCCESS, FAILURE or DELAY'));
       if (values.includes('NEVER') && values.length > 1)
-        return this.#say(line(501, '5.5.4', 'NOTIFY=NEVER cannot be combined with other values'));
+        return this.#say(reply(501, '5.5.4', 'NOTIFY=NEVER cannot be combined with other values'));
     }
     const orcpt = parsed.args.ORCPT;
     if (orcpt !== undefined && (orcpt === true || !/^[a-z0-9!#$%&'*+/=?^_`{|}~-]+;./i.test(orcpt)))
-      return this.#say(line(501, '5.5.4', 'Bad ORCPT parameter syntax'));
+      return this.#say(reply(501, '5.5.4', 'Bad ORCPT parameter syntax'));
     this.#await(
       this.#hooks.rcptTo(this, parsed),
-      (reply) => {
-        if (reply.code >= 200 && reply.code < 300) this.recipients++;
-        this.#say(reply);
+      (r) => {
+        if (r.code >= 200 && r.code < 300) this.recipients++;
+        this.#say(r);
       },
       'RCPT',
     );
@@ -422,9 +410,9 @@ export class SmtpFront {
 
   #data(arg: string) {
     if (this.#needHello()) return;
-    if (arg.trim() !== '') return this.#say(line(501, '5.5.4', 'Syntax: DATA'));
-    if (!this.mailFrom) return this.#say(line(503, '5.5.1', 'Error: need MAIL command'));
-    if (this.recipients === 0) return this.#say(line(503, '5.5.1', 'Error: need RCPT command'));
+    if (arg.trim() !== '') return this.#say(reply(501, '5.5.4', 'Syntax: DATA'));
+    if (!this.mailFrom) return this.#say(reply(503, '5.5.1', 'Error: need MAIL command'));
+    if (this.recipients === 0) return this.#say(reply(503, '5.5.1', 'Error: need RCPT command'));
     const socket = this.#socket;
     const body = new Readable({ read: () => socket.resume() });
     this.#body = body;
@@ -437,8 +425,8 @@ export class SmtpFront {
     this.#busy = true;
     this.#mode = 'data';
     this.#hooks.data(this, body).then(
-      (reply) => this.#dataDone(reply),
-      () => this.#dataDone(line(451, '4.3.0', 'Error: internal server error')),
+      (r) => this.#dataDone(r),
+      () => this.#dataDone(reply(451, '4.3.0', 'Error: internal server error')),
     );
     this.#say({ code: 354, lines: ['End data with <CR><LF>.<CR><LF>'] });
     // Content pipelined behind DATA (not allowed before 354, RFC 2920, but harmless) is content.
@@ -552,7 +540,7 @@ export class SmtpFront {
         if (this.#mode === 'closed') return;
         this.#busy = false;
         this.#hooks.problem(this, `${what} failed unexpectedly`, { err });
-        this.#say(line(451, '4.3.0', 'Error: internal server error'));
+        this.#say(reply(451, '4.3.0', 'Error: internal server error'));
         this.#pump();
       },
     );
@@ -562,10 +550,10 @@ export class SmtpFront {
 
   #starttls(arg: string) {
     const context = this.secure ? undefined : this.#opts.starttls?.();
-    if (this.secure) return this.#say(line(503, '5.5.1', 'Error: TLS already active'));
+    if (this.secure) return this.#say(reply(503, '5.5.1', 'Error: TLS already active'));
     if (!context) return this.#unrecognized('STARTTLS');
-    if (arg.trim() !== '') return this.#say(line(501, '5.5.4', 'Syntax: STARTTLS'));
-    this.#say(line(220, '2.0.0', 'Ready to start TLS'));
+    if (arg.trim() !== '') return this.#say(reply(501, '5.5.4', 'Syntax: STARTTLS'));
+    this.#say(reply(220, '2.0.0', 'Ready to start TLS'));
     // RFC 3207 4.2: nothing the client pipelined behind STARTTLS counts.
     this.#pending = EMPTY;
     const plain = this.#socket;

@@ -12,7 +12,7 @@ import type { Reply } from '@smtp-lb/upstream';
 import { sessionId } from '../front/smtp-front.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
-import { replies } from '../replies.js';
+import { replies, wireReply } from '../replies.js';
 import { CidrList, plainAddress } from './cidr.js';
 import { ClientState } from './client-state.js';
 import { Intake } from './intake.js';
@@ -23,7 +23,7 @@ import {
   parseProxyHeader,
   startsWithProxySignature,
 } from './proxy-header.js';
-import { shapingReplies, wire } from './shaping-replies.js';
+import { shapingReplies } from './shaping-replies.js';
 import type { ShapingRuntime } from './shaping-runtime.js';
 import type { TarpitSocket } from './tarpit.js';
 
@@ -132,7 +132,7 @@ export class FrontDoor {
       count(outcome);
       intake.discard();
       client.release();
-      (socket.destroyed ? raw : socket).end(wire(reply));
+      (socket.destroyed ? raw : socket).end(wireReply(reply));
       // A client that never reads would keep the socket: it goes when the reply is out or soon after.
       setTimeout(() => raw.destroy(), 5000).unref();
       return undefined;

@@ -1,6 +1,5 @@
 // The replies the shaping steps make before (or instead of) the SMTP session. RFC 5321 3.1: a server
 // may answer a connection with 554 or 421 instead of the 220 greeting; both are followed by a close.
-import type { Reply } from '@smtp-lb/upstream';
 import { reply } from '../replies.js';
 
 export const shapingReplies = {
@@ -13,8 +12,3 @@ export const shapingReplies = {
   dnsbl: (address: string) =>
     reply(554, '5.7.1', `Service unavailable; client [${address}] blocked using DNSBL`),
 };
-
-/** The wire form of a reply: one line per text line, `NNN-` on all but the last. */
-export function wire(r: Reply): string {
-  return r.lines.map((l, i) => `${r.code}${i < r.lines.length - 1 ? '-' : ' '}${l}\r\n`).join('');
-}
