@@ -1,5 +1,6 @@
 // Limits the node enforces itself: message size while streaming (552 5.3.4, the backend never gets
-// the final dot) and per-backend caps (451 4.3.2 when every backend is full; a release wakes a waiter).
+// the final dot), per-backend caps (451 4.3.2 when every backend is full; a release wakes a waiter) and
+// the listener's maxSessions (421 4.7.0).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { startCaptureBackend } from '@smtp-lb/testkit';
@@ -73,5 +74,37 @@ describe('limits', { timeout: 120_000 }, () => {
     assert.equal(backend.maxConcurrent, 1, 'the backend never saw more connections than its cap');
     holder.close();
     late.close();
+  });
+
+  test('listener maxSessions: the next client gets 421 4.7.0 and is closed; a freed place is taken again', async () => {
+    const backend = await startCaptureBackend();
+    const lb = await startNode(simpleConfig([backend.address], { extraListener: '    maxSessions: 2' }));
+    cleanup.push(
+      () => lb.stop(),
+      () => backend.close(),
+    );
+    const first = await SmtpDialog.open(lb.port);
+    assert.equal((await first.read()).code, 220);
+    const second = await SmtpDialog.open(lb.port);
+    assert.equal((await second.read()).code, 220);
+    const third = await SmtpDialog.open(lb.port);
+    const refused = await third.read();
+    assert.equal(refused.code, 421, refused.raw);
+    assert.match(refused.raw, /^421 4\.7\.0 mx\.test Too many connected clients/);
+    for (let i = 0; i < 100 && !third.closed; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(third.closed, 'the refused client is disconnected');
+    // The two admitted sessions are unaffected.
+    assert.equal((await second.cmd('EHLO x.test')).code, 250);
+    assert.equal((await first.cmd('QUIT')).code, 221);
+    let again: Awaited<ReturnType<SmtpDialog['read']>> | undefined;
+    for (let i = 0; i < 50; i++) {
+      const c = await SmtpDialog.open(lb.port);
+      again = await c.read();
+      c.close();
+      if (again.code === 220) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(again?.code, 220, 'a place freed by QUIT is taken again');
+    second.close();
   });
 });

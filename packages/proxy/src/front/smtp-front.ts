@@ -144,9 +144,10 @@ export class SmtpFront {
     s.on('close', this.#onClose);
     s.on('error', () => this.#socket.destroy());
     if (refusal) {
+      // hooks.close follows from the socket's close, as for every session.
       this.#mode = 'closed';
       s.end(wireReply(refusal));
-      this.#hooks.close(this);
+      setTimeout(() => s.destroy(), 5000).unref();
       return;
     }
     this.#watch(s);
