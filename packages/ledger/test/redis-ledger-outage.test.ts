@@ -102,11 +102,13 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
   it('a real Redis restart: nodes notice, reconnect and re-assert their counts', async () => {
     const prefix = uniquePrefix('restart');
     const k = new RedisKeys(prefix).backend('mx:25');
-    const ledgers = await nodes(prefix, ['r1', 'r2'], {
-      redis: redis.url,
-      leaseTtlMs: 30_000,
-      onRedisDown: 'local-share',
-    });
+    const opts = { redis: redis.url, leaseTtlMs: 30_000, onRedisDown: 'local-share' as const };
+    // r2 first, so that r1's first heartbeat already counts two live nodes (with a 30 s ttl the next
+    // one is 10 s away): created together, r1 may believe it is alone, and its share is the whole cap.
+    const [r2] = await nodes(prefix, ['r2'], opts);
+    const [r1] = await nodes(prefix, ['r1'], opts);
+    const ledgers = [r1!, r2!];
+    assert.equal(r1!.liveNodes, 2, 'r1 counts both nodes before the outage');
     const seen = ledgers.map((l) => {
       const modes: LedgerMode[] = [];
       l.onModeChange((m) => modes.push(m));
