@@ -5,6 +5,7 @@
 # it starts is stopped at the end, also on failure (testkit kills its process groups on exit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
@@ -33,13 +34,7 @@ if ! command -v nginx >/dev/null || [ ! -f "$NGINX_MAIL_MODULE" ]; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  # Keep the maintainer scripts from starting nginx on port 80 (an existing policy-rc.d is kept).
-  policy=/usr/sbin/policy-rc.d
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# smtp-lb bench.sh: no service starts during install\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    trap 'rm -f "$policy"' EXIT
-  fi
+  no_service_starts bench.sh
   apt-get update
   apt-get install -y nginx-light libnginx-mod-mail
   stop_system_nginx

@@ -5,6 +5,7 @@
 # newest 1.14 release the proxy serves that compiles against its tagged api/sdk releases (1.14.8's own
 # api tree has fields no api tag of that time has; 1.14.6 and 1.14.7 are not served).
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 CONSUL_VERSION=1.14.5
 # Consul's go.mod points these submodules at its own tree (replace => ./api ...). A dependency's
@@ -15,35 +16,14 @@ PINS=(
   'github.com/hashicorp/consul/proto-public v0.2.1'
 )
 
-cache_dir="${SMTP_LB_CACHE:-$HOME/.cache/smtp-lb}/consul/${CONSUL_VERSION}"
-bin="${cache_dir}/consul"
-
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
+go_tool_cached consul "$CONSUL_VERSION" consul
 
 if ! command -v go >/dev/null 2>&1; then
   echo "build-consul: Go is not installed (no 'go' on PATH); install Go >= 1.20 to build the Consul agent" >&2
   exit 1
 fi
 
-mkdir -p "$cache_dir"
-# Two test runs starting at once must not both build (and race on the final rename).
-exec 9>"${cache_dir}/.lock"
-flock 9
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-
-export GOFLAGS='-mod=mod -buildvcs=false'
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
+go_tool_workdir
 
 {
   echo 'module smtp-lb.local/consul-build'

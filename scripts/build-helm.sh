@@ -4,17 +4,12 @@
 # replace directives, so `go install helm.sh/helm/v3/cmd/helm@version` builds it directly.
 # `--check` builds nothing: it prints the path if Helm is built, else fails (tests use it).
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 HELM_VERSION=v3.19.5
 GO_MIN=1.24 # the `go` line of that release's go.mod
 
-cache_dir="${SMTP_LB_CACHE:-$HOME/.cache/smtp-lb}/helm/${HELM_VERSION}"
-bin="${cache_dir}/helm"
-
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
+go_tool_cached helm "$HELM_VERSION" helm
 if [ "${1:-}" = "--check" ]; then
   echo "build-helm: Helm ${HELM_VERSION} is not built yet ($bin); run: bash scripts/build-helm.sh (a few minutes)" >&2
   exit 1
@@ -30,22 +25,7 @@ if [ "$(printf '%s\n%s\n' "$GO_MIN" "$go_have" | sort -V | head -1)" != "$GO_MIN
   exit 1
 fi
 
-mkdir -p "$cache_dir"
-# Two test runs starting at once must not both build (and race on the final rename).
-exec 9>"${cache_dir}/.lock"
-flock 9
-if [ -x "$bin" ]; then
-  echo "$bin"
-  exit 0
-fi
-
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-
-export GOFLAGS='-mod=mod -buildvcs=false'
-export GOTOOLCHAIN=local
-export CGO_ENABLED=0
+go_tool_workdir
 
 module="helm.sh/helm/v3@${HELM_VERSION}"
 echo "build-helm: fetching ${module}" >&2

@@ -3,6 +3,7 @@
 # package's Prometheus server is not left running: it would hold :9090, smtp-lb's default admin port.
 # Idempotent: does nothing when promtool is on PATH.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 
 if command -v promtool >/dev/null 2>&1; then
   exit 0
@@ -12,13 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-# Keep the maintainer script from starting the server; an existing policy-rc.d is left as it is.
-policy=/usr/sbin/policy-rc.d
-if [ ! -e "$policy" ]; then
-  printf '#!/bin/sh\n# smtp-lb install-promtool.sh: no service starts during install\nexit 101\n' >"$policy"
-  chmod 755 "$policy"
-  trap 'rm -f "$policy"' EXIT
-fi
+no_service_starts install-promtool.sh
 if ! apt-cache show prometheus >/dev/null 2>&1; then
   apt-get update >/dev/null
 fi

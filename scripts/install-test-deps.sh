@@ -4,6 +4,7 @@
 # only when something is missing. Tests start private instances on free ports, never the system's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 # package -> a file it installs; dpkg-query tells whether the package is installed at all.
 declare -A probe=(
@@ -41,14 +42,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # "No configuration": Debian then writes no /etc/postfix/main.cf, so the system Postfix never
   # listens on port 25; tests write their own config directories.
   echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
-  # Keep maintainer scripts from starting the system services (Redis on 6379, HAProxy). An existing
-  # policy-rc.d (container images ship one) is left as it is.
-  policy=/usr/sbin/policy-rc.d
-  if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\n# smtp-lb install-test-deps.sh: no service starts during install\nexit 101\n' >"$policy"
-    chmod 755 "$policy"
-    trap 'rm -f "$policy"' EXIT
-  fi
+  no_service_starts install-test-deps.sh
   apt-get update
   apt-get install -y "${missing[@]}"
   # Services we just installed stay off, now and after a reboot, so nothing holds their default ports.
