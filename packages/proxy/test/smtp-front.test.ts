@@ -218,6 +218,28 @@ describe('commands', () => {
     assert.equal(seen.resets, 1);
   });
 
+  test('a flood of pipelined commands (more than a line cap of input while a hook works) is answered in full, in order', async () => {
+    const seen = fresh({
+      rcptTo: async (_c, to) => {
+        seen.rcpts.push(to);
+        await new Promise((r) => setImmediate(r));
+        return { code: 250, enhanced: '2.1.5', lines: [`2.1.5 <${to.address}> ok`] };
+      },
+    });
+    const c = await client();
+    const n = 1500; // ~40 KiB of commands in one write: the front pauses the socket and resumes it
+    const rcpts = Array.from({ length: n }, (_, i) => `RCPT TO:<r${i}@d.test>\r\n`).join('');
+    c.s.write(`EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n${rcpts}`);
+    // Sent after the front paused reading: it must have resumed to see it.
+    await new Promise((r) => setTimeout(r, 50));
+    c.s.write('QUIT\r\n');
+    const got = await c.until(n + 4);
+    assert.equal(got[2], '250 2.1.0 Accepted');
+    for (let i = 0; i < n; i++) assert.equal(got[3 + i], `250 2.1.5 <r${i}@d.test> ok`);
+    assert.equal(got[n + 3], '221 2.0.0 Bye');
+    assert.equal(seen.rcpts.length, n);
+  });
+
   test('sequence and syntax errors get 5xx without reaching the hooks', async () => {
     const seen = fresh();
     const c = await client();
