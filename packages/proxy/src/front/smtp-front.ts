@@ -147,7 +147,7 @@ export class SmtpFront {
       // hooks.close follows from the socket's close, as for every session.
       this.#mode = 'closed';
       s.end(wireReply(refusal));
-      setTimeout(() => s.destroy(), 5000).unref();
+      this.#cutOff();
       return;
     }
     this.#watch(s);
@@ -207,12 +207,20 @@ export class SmtpFront {
     this.#pending = EMPTY;
     this.#socket.off('data', this.#onData);
     this.#socket.end();
-    // A client that does not close after our last word is cut off.
-    setTimeout(() => this.#socket.destroy(), 5000).unref();
+    this.#cutOff();
     if (body && !this.#dataEnded) body.destroy(new Error('session ended during DATA'));
   }
 
+  /** A client that does not close after our last word is cut off. */
+  #cutOff(): void {
+    this.#cutOffTimer = setTimeout(() => this.#socket.destroy(), 5000);
+    this.#cutOffTimer.unref();
+  }
+
+  #cutOffTimer: NodeJS.Timeout | undefined;
+
   #closed(): void {
+    clearTimeout(this.#cutOffTimer);
     const wasData = this.#body !== undefined && !this.#dataEnded;
     this.#mode = 'closed';
     this.#pending = EMPTY;
@@ -437,8 +445,8 @@ export class SmtpFront {
   }
 
   /** The hook answered; the reply goes out once the client's final dot is in too. */
-  #dataDone(reply: Reply): void {
-    this.#dataReply = reply;
+  #dataDone(r: Reply): void {
+    this.#dataReply = r;
     if (!this.#dataEnded) {
       // The hook no longer reads: whatever else arrives before the dot is dropped.
       this.#body?.removeAllListeners('data');
@@ -449,7 +457,7 @@ export class SmtpFront {
   }
 
   #finishData(): void {
-    const reply = this.#dataReply!;
+    const r = this.#dataReply!;
     this.#body = undefined;
     this.#dataReply = undefined;
     this.#mode = this.#mode === 'closed' ? 'closed' : 'command';
@@ -458,7 +466,7 @@ export class SmtpFront {
     this.#unknown = 0;
     this.mailFrom = undefined;
     this.recipients = 0;
-    this.#say(reply);
+    this.#say(r);
     this.#socket.resume();
     this.#pump();
   }
@@ -542,6 +550,7 @@ export class SmtpFront {
         this.#busy = false;
         this.#hooks.problem(this, `${what} failed unexpectedly`, { err });
         this.#say(reply(451, '4.3.0', 'Error: internal server error'));
+        this.#socket.resume();
         this.#pump();
       },
     );
@@ -558,6 +567,8 @@ export class SmtpFront {
     // RFC 3207 4.2: nothing the client pipelined behind STARTTLS counts.
     this.#pending = EMPTY;
     const plain = this.#socket;
+    // The 220 leaves in plaintext now, before the socket is handed to TLS.
+    while (plain.writableCorked > 0) plain.uncork();
     plain.off('data', this.#onData);
     plain.off('close', this.#onClose);
     plain.off('timeout', this.#onTimeout);
