@@ -16,6 +16,7 @@ import type {
 } from './client-limits.js';
 import { createClient, type LedgerClient, type RedisTarget } from './connect.js';
 import { LedgerError, ReplyCode, scriptError } from './errors.js';
+import { once } from './types.js';
 
 export * from './client-limits.js';
 
@@ -162,16 +163,13 @@ export class RedisClientLimits implements ClientLimits {
       this.#held.set(keys[0], group);
     }
     group.set(member, held);
-    let released = false;
     const slot: ClientSlot = {
-      release: () => {
-        if (released) return;
-        released = true;
+      release: once(() => {
         const g = this.#held.get(keys[0]);
         g?.delete(member);
         if (g?.size === 0) this.#held.delete(keys[0]);
         if (!this.#closed) this.#run('session-close', [...keys, member]).catch(() => {});
-      },
+      }),
     };
     return { ok: true, slot, address: a, prefix: p };
   }

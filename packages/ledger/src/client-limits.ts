@@ -2,6 +2,7 @@
 // client address and per network prefix, and sliding-window rates (connections, messages) per
 // address. MemoryClientLimits counts for one node; RedisClientLimits (client-limits-redis.ts)
 // for the whole cluster, with session entries that expire when their node stops renewing them.
+import { once } from './types.js';
 
 /** One counted session; release it when the session ends. Idempotent. */
 export interface ClientSlot {
@@ -84,14 +85,11 @@ export class MemoryClientLimits implements ClientLimits {
       return { ok: false, limit: 'prefix', address: a, prefix: p };
     this.#addresses.set(address, a + 1);
     this.#prefixes.set(prefix, p + 1);
-    let released = false;
     const slot: ClientSlot = {
-      release: () => {
-        if (released) return;
-        released = true;
+      release: once(() => {
         decrement(this.#addresses, address);
         decrement(this.#prefixes, prefix);
-      },
+      }),
     };
     return { ok: true, slot, address: a + 1, prefix: p + 1 };
   }

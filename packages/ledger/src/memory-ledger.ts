@@ -1,7 +1,7 @@
 // The ledger of a single node: per-backend counts in memory. Synchronous inside; the Promise in
 // tryAcquire is the shared Ledger contract (RedisLedger needs a round trip).
 import { LedgerError } from './errors.js';
-import type { Lease, Ledger, LedgerMode } from './types.js';
+import { type Lease, type Ledger, type LedgerMode, once } from './types.js';
 
 export function checkCap(cap: number): void {
   if (!Number.isInteger(cap) || cap < 0) {
@@ -23,17 +23,14 @@ export class MemoryLedger implements Ledger {
     const n = this.counts.get(backendId) ?? 0;
     if (n >= cap) return undefined;
     this.counts.set(backendId, n + 1);
-    let released = false;
     return {
       backendId,
-      release: () => {
-        if (released) return;
-        released = true;
+      release: once(() => {
         const left = (this.counts.get(backendId) ?? 1) - 1;
         if (left > 0) this.counts.set(backendId, left);
         else this.counts.delete(backendId);
         for (const l of [...this.listeners]) l(backendId);
-      },
+      }),
     };
   }
 

@@ -7,7 +7,7 @@ import { createClient, type LedgerClient, type RedisTarget } from './connect.js'
 import { checkReply, LedgerError, ReplyCode } from './errors.js';
 import { checkCap } from './memory-ledger.js';
 import { RedisKeys } from './redis-keys.js';
-import type { Lease, Ledger, LedgerMode } from './types.js';
+import { type Lease, type Ledger, type LedgerMode, once } from './types.js';
 
 /** pino-compatible; the proxy passes a child logger. */
 export interface LedgerLogger {
@@ -299,15 +299,7 @@ export class RedisLedger implements Ledger {
 
   private grant(backendId: string, st: BackendState): Lease {
     st.held += 1;
-    let released = false;
-    return {
-      backendId,
-      release: () => {
-        if (released) return;
-        released = true;
-        this.release(backendId, st);
-      },
-    };
+    return { backendId, release: once(() => this.release(backendId, st)) };
   }
 
   private release(backendId: string, st: BackendState): void {

@@ -8,6 +8,16 @@ export interface Lease {
   release(): void;
 }
 
+/** `release` wrapped so that only its first call does anything (leases and client slots). */
+export function once(release: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    release();
+  };
+}
+
 export type LedgerMode = 'memory' | 'redis' | 'degraded';
 
 export interface Ledger extends LedgerEvents {
