@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { type RedisServer, startRedis } from '@smtp-lb/testkit';
-import { Redis } from 'ioredis';
+import { describe, it } from 'node:test';
+import type { Redis } from 'ioredis';
 import { commandName, defineLedgerCommands, loadScripts } from '../src/commands.js';
 import { LedgerError } from '../src/errors.js';
 import { RedisKeys } from '../src/redis-keys.js';
 import { RedisLedger } from '../src/redis-ledger.js';
-import { uniquePrefix } from './helpers/util.js';
+import { suiteRedis, uniquePrefix } from './helpers/util.js';
 
 type Script = (...args: Array<string | number>) => Promise<number[]>;
 const script = (client: Redis, name: string) =>
@@ -49,39 +48,30 @@ describe('Lua scripts', () => {
   });
 
   describe('against Redis', () => {
-    let redis: RedisServer;
-    let client: Redis;
-    before(async () => {
-      redis = await startRedis();
-      client = new Redis(redis.url);
-    });
-    after(async () => {
-      client.disconnect();
-      await redis.stop();
-    });
+    const db = suiteRedis();
 
     it('two versions of the scripts coexist on one client and one Redis, over the same keys', async () => {
       const prefix = uniquePrefix('versions');
       const ledger = await RedisLedger.create({
-        redis: redis.url,
+        redis: db.redis.url,
         nodeId: 'v1-node',
         leaseTtlMs: 10_000,
         onRedisDown: 'reject',
         keyPrefix: prefix,
       });
       try {
-        defineLedgerCommands(client, 1);
+        defineLedgerCommands(db.admin, 1);
         // A "next release": same contract, different script body (so a different SHA in Redis).
         for (const s of loadScripts()) {
-          client.defineCommand(commandName(s.name, 2), {
+          db.admin.defineCommand(commandName(s.name, 2), {
             numberOfKeys: s.numberOfKeys,
             lua: `-- release 2\n${s.lua}`,
           });
         }
-        const commands = client as unknown as Record<string, Script>;
+        const commands = db.admin as unknown as Record<string, Script>;
         assert.notEqual(commands.smtpLbAcquireV1, commands.smtpLbAcquireV2, 'defining V2 did not replace V1');
-        const v1 = script(client, 'smtpLbAcquireV1');
-        const v2 = script(client, 'smtpLbAcquireV2');
+        const v1 = script(db.admin, 'smtpLbAcquireV1');
+        const v2 = script(db.admin, 'smtpLbAcquireV2');
         const k = new RedisKeys(prefix).backend('b:25');
         const args = (node: string) => [k.counts, k.nodes, node, 10_000, `${prefix}:released`, 'b:25', 3];
         assert.ok(await ledger.tryAcquire('b:25', 3), 'ledger (V1)');
@@ -89,7 +79,7 @@ describe('Lua scripts', () => {
         assert.deepEqual(await v2(...args('new-node')), [1, 3, 0]);
         assert.deepEqual((await v2(...args('new-node'))).slice(0, 2), [2, 3], 'V2 sees the V1 counts: full');
         assert.equal(await ledger.tryAcquire('b:25', 3), undefined, 'V1 sees the V2 count: full');
-        assert.deepEqual(await client.hgetall(k.counts), {
+        assert.deepEqual(await db.admin.hgetall(k.counts), {
           'v1-node': '1',
           'old-node': '1',
           'new-node': '1',
@@ -100,9 +90,9 @@ describe('Lua scripts', () => {
     });
 
     it('a bad argument comes back as a code, not a Lua error', async () => {
-      defineLedgerCommands(client);
+      defineLedgerCommands(db.admin);
       const k = new RedisKeys(uniquePrefix('args')).backend('b:25');
-      const acquire = script(client, 'smtpLbAcquireV1');
+      const acquire = script(db.admin, 'smtpLbAcquireV1');
       for (const bad of [
         [k.counts, k.nodes, 'n', 'soon', 'ch', 'b:25', 3],
         [k.counts, k.nodes, 'n', 1000, 'ch', 'b:25', 'nan'],
@@ -115,9 +105,9 @@ describe('Lua scripts', () => {
 
     it('a key of another type maps to LEDGER_WRONG_TYPE through the ledger', async () => {
       const prefix = uniquePrefix('wrongtype');
-      await client.set(new RedisKeys(prefix).backend('b:25').counts, 'not a hash');
+      await db.admin.set(new RedisKeys(prefix).backend('b:25').counts, 'not a hash');
       const ledger = await RedisLedger.create({
-        redis: redis.url,
+        redis: db.redis.url,
         nodeId: 'n1',
         leaseTtlMs: 10_000,
         onRedisDown: 'reject',

@@ -1,29 +1,18 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { type RedisServer, startRedis } from '@smtp-lb/testkit';
-import { Redis } from 'ioredis';
+import { describe, it } from 'node:test';
 import { RedisKeys } from '../src/redis-keys.js';
 import { RedisLedger } from '../src/redis-ledger.js';
 import { hammer } from './helpers/hammer.js';
-import { nextRelease, uniquePrefix, waitFor } from './helpers/util.js';
+import { nextRelease, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
 
 describe('RedisLedger: cluster-wide caps', { timeout: 60_000 }, () => {
-  let redis: RedisServer;
-  let admin: Redis;
-  before(async () => {
-    redis = await startRedis();
-    admin = new Redis(redis.url);
-  });
-  after(async () => {
-    admin.disconnect();
-    await redis.stop();
-  });
+  const db = suiteRedis();
 
   const three = (prefix: string, ttl = 10_000) =>
     Promise.all(
       ['n1', 'n2', 'n3'].map((nodeId) =>
         RedisLedger.create({
-          redis: redis.url,
+          redis: db.redis.url,
           nodeId,
           leaseTtlMs: ttl,
           onRedisDown: 'reject',
@@ -45,7 +34,7 @@ describe('RedisLedger: cluster-wide caps', { timeout: 60_000 }, () => {
       const k = new RedisKeys(prefix).backend('mx1:25');
       await waitFor(
         'all releases applied',
-        async () => Object.keys(await admin.hgetall(k.counts)).length === 0,
+        async () => Object.keys(await db.admin.hgetall(k.counts)).length === 0,
       );
       for (const l of ledgers) assert.equal(l.nodeCount('mx1:25'), 0);
     } finally {
@@ -65,16 +54,16 @@ describe('RedisLedger: cluster-wide caps', { timeout: 60_000 }, () => {
       assert.equal(b!.nodeCount('mx:25'), 1);
       assert.equal(a!.nodeCount('mx:25'), 3);
       const k = new RedisKeys(prefix).backend('mx:25');
-      assert.deepEqual(await admin.hgetall(k.counts), { n1: '3', n2: '1' });
+      assert.deepEqual(await db.admin.hgetall(k.counts), { n1: '3', n2: '1' });
       lb.release();
       lb.release();
       await waitFor('a hears b release', () => a!.count('mx:25') === 3);
-      assert.deepEqual(await admin.hgetall(k.counts), { n1: '3' }, 'a double release decrements once');
+      assert.deepEqual(await db.admin.hgetall(k.counts), { n1: '3' }, 'a double release decrements once');
     } finally {
       // close() frees this node's slots at once (checked below through the hash).
       await Promise.all(all.map((l) => l.close()));
     }
-    assert.deepEqual(await admin.hgetall(new RedisKeys(prefix).backend('mx:25').counts), {});
+    assert.deepEqual(await db.admin.hgetall(new RedisKeys(prefix).backend('mx:25').counts), {});
   });
 
   it('a release on one node wakes a waiter on another through pub/sub, not by polling', async () => {

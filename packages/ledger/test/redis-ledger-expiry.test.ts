@@ -1,27 +1,16 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type RedisServer, startRedis } from '@smtp-lb/testkit';
-import { Redis } from 'ioredis';
 import { RedisKeys } from '../src/redis-keys.js';
 import { RedisLedger } from '../src/redis-ledger.js';
-import { nextRelease, sleep, uniquePrefix, waitFor } from './helpers/util.js';
+import { nextRelease, sleep, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/hold-leases.js', import.meta.url));
 
 describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => {
-  let redis: RedisServer;
-  let admin: Redis;
-  before(async () => {
-    redis = await startRedis();
-    admin = new Redis(redis.url);
-  });
-  after(async () => {
-    admin.disconnect();
-    await redis.stop();
-  });
+  const db = suiteRedis();
 
   it('a SIGKILLed node stops counting within the lease ttl (+1 s), and waiters are woken', async (t) => {
     const prefix = uniquePrefix('expiry');
@@ -30,7 +19,7 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
       process.execPath,
       [
         fixture,
-        JSON.stringify({ url: redis.url, prefix, nodeId: 'doomed', ttl, backend: 'mx:25', n: 5, cap: 5 }),
+        JSON.stringify({ url: db.redis.url, prefix, nodeId: 'doomed', ttl, backend: 'mx:25', n: 5, cap: 5 }),
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
@@ -38,7 +27,7 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
     assert.deepEqual(JSON.parse(line.toString()), { got: 5 });
 
     const survivor = await RedisLedger.create({
-      redis: redis.url,
+      redis: db.redis.url,
       nodeId: 'survivor',
       leaseTtlMs: ttl,
       onRedisDown: 'reject',
@@ -52,7 +41,9 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
       child.kill('SIGKILL');
       const killedAt = Date.now();
       await once(child, 'exit');
-      assert.deepEqual(await admin.hgetall(new RedisKeys(prefix).backend('mx:25').counts), { doomed: '5' });
+      assert.deepEqual(await db.admin.hgetall(new RedisKeys(prefix).backend('mx:25').counts), {
+        doomed: '5',
+      });
 
       let lease = await survivor.tryAcquire('mx:25', 5);
       while (!lease) {
@@ -64,7 +55,9 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
       t.diagnostic(`dead node's slots free after ${freedAfter} ms (ttl ${ttl} ms)`);
       await woken;
       assert.equal(survivor.count('mx:25'), 1, 'only the survivor counts now');
-      assert.deepEqual(await admin.hgetall(new RedisKeys(prefix).backend('mx:25').counts), { survivor: '1' });
+      assert.deepEqual(await db.admin.hgetall(new RedisKeys(prefix).backend('mx:25').counts), {
+        survivor: '1',
+      });
       lease.release();
     } finally {
       child.kill('SIGKILL');
@@ -79,7 +72,7 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
     const [a, b] = await Promise.all(
       ['a', 'b'].map((nodeId) =>
         RedisLedger.create({
-          redis: redis.url,
+          redis: db.redis.url,
           nodeId,
           leaseTtlMs: ttl,
           onRedisDown: 'reject',
@@ -96,7 +89,7 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
       // b runs first and prunes a as dead: a's two slots stop counting, b gets one.
       assert.ok(await b!.tryAcquire('mx:25', 2));
       // a's next heartbeat finds its lease gone while it still holds 2, and re-asserts them.
-      await waitFor('a re-asserted', async () => (await admin.hget(k.counts, 'a')) === '2', 3000);
+      await waitFor('a re-asserted', async () => (await db.admin.hget(k.counts, 'a')) === '2', 3000);
       assert.equal(await b!.tryAcquire('mx:25', 3), undefined, 'the cap counts a again (2 + 1)');
       assert.equal(a!.mode, 'redis');
     } finally {
@@ -110,7 +103,7 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
     const [a, b] = await Promise.all(
       ['a', 'b'].map((nodeId) =>
         RedisLedger.create({
-          redis: redis.url,
+          redis: db.redis.url,
           nodeId,
           leaseTtlMs: ttl,
           onRedisDown: 'reject',

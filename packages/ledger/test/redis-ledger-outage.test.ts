@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { freePort, type RedisServer, startRedis } from '@smtp-lb/testkit';
-import { Redis } from 'ioredis';
+import { describe, it } from 'node:test';
+import { freePort } from '@smtp-lb/testkit';
 import { RedisKeys } from '../src/redis-keys.js';
 import { RedisLedger, type RedisLedgerOptions } from '../src/redis-ledger.js';
 import type { Lease, LedgerMode } from '../src/types.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
-import { nextRelease, uniquePrefix, waitFor } from './helpers/util.js';
+import { nextRelease, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
 
 type Opts = Omit<RedisLedgerOptions, 'keyPrefix' | 'nodeId'>;
 
@@ -27,18 +26,8 @@ async function timed<T>(p: Promise<T>): Promise<[T, number]> {
 }
 
 describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
-  let redis: RedisServer;
-  let admin: Redis;
-  before(async () => {
-    redis = await startRedis();
-    // Survives the restarts below: ioredis reconnects on its own.
-    admin = new Redis(redis.url, { retryStrategy: () => 50 });
-    admin.on('error', () => undefined);
-  });
-  after(async () => {
-    admin.disconnect();
-    await redis.stop();
-  });
+  // The admin client survives the restarts below: ioredis reconnects on its own.
+  const db = suiteRedis({ survivesRestarts: true });
 
   const nodes = (prefix: string, ids: string[], opts: Opts) =>
     Promise.all(ids.map((nodeId) => RedisLedger.create({ ...opts, nodeId, keyPrefix: prefix })));
@@ -47,7 +36,7 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
     const prefix = uniquePrefix('lost');
     const k = new RedisKeys(prefix).backend('mx:25');
     // All three nodes reach Redis through one relay: cutting it is Redis going away for all.
-    const proxy = await startTcpProxy(redis.port);
+    const proxy = await startTcpProxy(db.redis.port);
     const ledgers = await nodes(prefix, ['n1', 'n2', 'n3'], {
       redis: proxy.url,
       leaseTtlMs: 3000,
@@ -61,7 +50,7 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
       const a = await takeAll(n1, 'mx:25', 20, 2);
       const b = await takeAll(n2, 'mx:25', 20, 3);
       await takeAll(n3, 'mx:25', 20, 1);
-      assert.deepEqual(await admin.hgetall(k.counts), { n1: '2', n2: '3', n3: '1' });
+      assert.deepEqual(await db.admin.hgetall(k.counts), { n1: '2', n2: '3', n3: '1' });
 
       proxy.cut();
       const [first, ms] = await timed(n1.tryAcquire('mx:25', 20));
@@ -80,12 +69,12 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
       b[1]!.release();
       assert.equal(n2.nodeCount('mx:25'), 1);
 
-      await redis.restart(); // nothing persisted: the counts must come back from the nodes
-      assert.deepEqual(await admin.hgetall(k.counts), {});
+      await db.redis.restart(); // nothing persisted: the counts must come back from the nodes
+      assert.deepEqual(await db.admin.hgetall(k.counts), {});
       proxy.heal();
       await waitFor('all nodes back in redis mode', () => ledgers.every((l) => l.mode === 'redis'), 10_000);
       assert.deepEqual(modes, ['degraded', 'redis']);
-      assert.deepEqual(await admin.hgetall(k.counts), { n1: '6', n2: '1', n3: '1' });
+      assert.deepEqual(await db.admin.hgetall(k.counts), { n1: '6', n2: '1', n3: '1' });
       assert.equal(await n1.tryAcquire('mx:25', 8), undefined, 'the re-asserted total (8) is enforced');
 
       // Pub/sub came back too: n1's release wakes n2.
@@ -102,7 +91,7 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
   it('a real Redis restart: nodes notice, reconnect and re-assert their counts', async () => {
     const prefix = uniquePrefix('restart');
     const k = new RedisKeys(prefix).backend('mx:25');
-    const opts = { redis: redis.url, leaseTtlMs: 30_000, onRedisDown: 'local-share' as const };
+    const opts = { redis: db.redis.url, leaseTtlMs: 30_000, onRedisDown: 'local-share' as const };
     // r2 first, so that r1's first heartbeat already counts two live nodes (with a 30 s ttl the next
     // one is 10 s away): created together, r1 may believe it is alone, and its share is the whole cap.
     const [r2] = await nodes(prefix, ['r2'], opts);
@@ -117,19 +106,19 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
     try {
       await takeAll(ledgers[0]!, 'mx:25', 10, 4);
       await takeAll(ledgers[1]!, 'mx:25', 10, 1);
-      await redis.restart();
+      await db.redis.restart();
       // A 30 s ttl: the heartbeat is far off, so the reconnect itself must trigger the resync.
       await waitFor('both nodes went degraded and came back', () =>
         seen.every((m) => m.join() === 'degraded,redis'),
       );
-      assert.deepEqual(await admin.hgetall(k.counts), { r1: '4', r2: '1' });
+      assert.deepEqual(await db.admin.hgetall(k.counts), { r1: '4', r2: '1' });
       // For one ttl after the outage each node also keeps to its allowance (its share, and no more
       // than it held plus its part of the headroom it last saw): r1 holds 4, above its share of 3.
       assert.equal(await ledgers[0]!.tryAcquire('mx:25', 6), undefined, 'r1 is above its share');
       // r2 (1 held) may take what is left under the cap, depending on which node re-asserted
       // first; either way the cluster stays within it.
       await ledgers[1]!.tryAcquire('mx:25', 6);
-      const total = Object.values(await admin.hgetall(k.counts)).reduce((n, v) => n + Number(v), 0);
+      const total = Object.values(await db.admin.hgetall(k.counts)).reduce((n, v) => n + Number(v), 0);
       assert.ok(total <= 6, `cluster-wide ${total} connections, cap 6`);
     } finally {
       await Promise.all(ledgers.map((l) => l.close()));
@@ -139,10 +128,10 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
   it('a partition heals: the node sets its entry to its real count, with no double counting', async () => {
     const prefix = uniquePrefix('partition');
     const k = new RedisKeys(prefix).backend('mx:25');
-    const proxy = await startTcpProxy(redis.port);
+    const proxy = await startTcpProxy(db.redis.port);
     const opts = { leaseTtlMs: 5000, onRedisDown: 'local-share' as const };
     const [a] = await nodes(prefix, ['a'], { ...opts, redis: proxy.url });
-    const [b] = await nodes(prefix, ['b'], { ...opts, redis: redis.url });
+    const [b] = await nodes(prefix, ['b'], { ...opts, redis: db.redis.url });
     try {
       await waitFor('a sees 2 live nodes', () => a!.liveNodes === 2);
       const held = await takeAll(a!, 'mx:25', 10, 3);
@@ -155,11 +144,11 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
       const extra = await takeAll(a!, 'mx:25', 10, 1);
       assert.equal(extra.length, 1);
       assert.equal(a!.nodeCount('mx:25'), 2);
-      assert.deepEqual(await admin.hgetall(k.counts), { a: '3', b: '2' });
+      assert.deepEqual(await db.admin.hgetall(k.counts), { a: '3', b: '2' });
 
       proxy.heal();
       await waitFor('a back in redis mode', () => a!.mode === 'redis', 10_000);
-      assert.deepEqual(await admin.hgetall(k.counts), { a: '2', b: '2' }, 'set, not incremented');
+      assert.deepEqual(await db.admin.hgetall(k.counts), { a: '2', b: '2' }, 'set, not incremented');
       await waitFor('b hears the new total', () => b!.count('mx:25') === 4);
     } finally {
       await Promise.all([a!.close(), b!.close()]);
@@ -170,7 +159,7 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
   it("Redis hangs: tryAcquire answers within a second ('reject' mode); a late acquire is corrected", async () => {
     const prefix = uniquePrefix('hang');
     const k = new RedisKeys(prefix).backend('mx:25');
-    const proxy = await startTcpProxy(redis.port);
+    const proxy = await startTcpProxy(db.redis.port);
     const [a] = await nodes(prefix, ['a'], { redis: proxy.url, leaseTtlMs: 1500, onRedisDown: 'reject' });
     try {
       await takeAll(a!, 'mx:25', 10, 2);
@@ -181,14 +170,14 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
         assert.ok(ms < 2000, `answered after ${ms} ms`);
         assert.equal(a!.mode, 'degraded');
         assert.equal(await a!.tryAcquire('mx:25', 10), undefined);
-        assert.deepEqual(await admin.hgetall(k.counts), { a: '2' }, 'nothing reached Redis yet');
+        assert.deepEqual(await db.admin.hgetall(k.counts), { a: '2' }, 'nothing reached Redis yet');
       } finally {
         proxy.thaw();
       }
       // The acquire that timed out still runs once Redis wakes up (a phantom slot); the resync
       // that follows sets the entry back to what the node really holds.
       await waitFor('a back in redis mode', () => a!.mode === 'redis', 10_000);
-      assert.deepEqual(await admin.hgetall(k.counts), { a: '2' });
+      assert.deepEqual(await db.admin.hgetall(k.counts), { a: '2' });
       assert.ok(await a!.tryAcquire('mx:25', 10));
     } finally {
       await a!.close();

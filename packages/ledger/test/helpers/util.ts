@@ -1,6 +1,32 @@
-// Small shared test utilities: unique key prefixes, polling with a deadline, waiting for a
-// release event, and a FIFO of waiters like the proxy's (woken by releases, not by polling).
+// Small shared test utilities: a private Redis per suite, unique key prefixes, polling with a
+// deadline, waiting for a release event, and a FIFO of waiters like the proxy's (woken by releases,
+// not by polling).
+import { after, before } from 'node:test';
+import { type RedisServer, startRedis } from '@smtp-lb/testkit';
+import { Redis } from 'ioredis';
 import type { Ledger } from '../../src/types.js';
+
+/**
+ * A private Redis for the enclosing suite and an admin client on it, started before its tests and
+ * stopped after them. `survivesRestarts`: the admin client reconnects quickly and keeps quiet while
+ * the suite restarts Redis.
+ */
+export function suiteRedis(opts: { survivesRestarts?: boolean } = {}): {
+  readonly redis: RedisServer;
+  readonly admin: Redis;
+} {
+  const s = {} as { redis: RedisServer; admin: Redis };
+  before(async () => {
+    s.redis = await startRedis();
+    s.admin = new Redis(s.redis.url, opts.survivesRestarts ? { retryStrategy: () => 50 } : {});
+    if (opts.survivesRestarts) s.admin.on('error', () => undefined);
+  });
+  after(async () => {
+    s.admin.disconnect();
+    await s.redis.stop();
+  });
+  return s;
+}
 
 let seq = 0;
 export const uniquePrefix = (name: string) => `t-${name}-${process.pid}-${++seq}`;
