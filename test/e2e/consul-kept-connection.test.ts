@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { type ConsulAgent, startConsul } from '@smtp-lb/testkit';
 import { taggedBackend } from '../helpers/backends.js';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
-import { startNode } from '../helpers/node.js';
+import { consulConfig, startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
 const cleanup = cleanupAfterAll();
@@ -29,19 +29,9 @@ test('the next transaction of a session kept on a backend that turned critical g
     weights: { passing: 3, warning: 1 },
   });
   await consul.register({ id: 'kept-B', name: 'kept', address: b.host, port: b.port });
-  const lb = await startNode(`
-node: { id: kept-e2e }
-listeners:
-  - { name: inbound, listen: 127.0.0.1:0, hostname: mx.test, pool: mta }
-pools:
-  mta:
-    consul: { service: kept }
-    tls: none
-balancing: { policy: weighted-round-robin }
-consul: { address: ${consul.address} }
-log: { level: info }
-admin: { listen: 127.0.0.1:0 }
-`);
+  const lb = await startNode(
+    consulConfig({ id: 'kept-e2e', service: 'kept', consul: consul.address, policy: 'weighted-round-robin' }),
+  );
   cleanup.push(() => lb.stop());
   const listed = () => lb.node.status().pools[0]!.backends.map((x) => x.id);
   const until = async (ok: () => boolean) => {

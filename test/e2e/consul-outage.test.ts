@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { type CaptureBackend, type ConsulAgent, startConsul } from '@smtp-lb/testkit';
 import { taggedBackend } from '../helpers/backends.js';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
-import { startNode, type TestNode } from '../helpers/node.js';
+import { consulConfig, startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
 const cleanup = cleanupAfterAll();
@@ -55,19 +55,14 @@ test('Consul stopped: the last known set keeps serving; Consul back: a new insta
     consul.register({ id: `outage-${name}`, name: 'outage', address: backend.host, port: backend.port });
   await register('A', a);
   await register('B', b);
-  const lb = await startNode(`
-node: { id: outage-e2e }
-listeners:
-  - { name: inbound, listen: 127.0.0.1:0, hostname: mx.test, pool: mta }
-pools:
-  mta:
-    consul: { service: outage }
-    tls: none
-balancing: { policy: weighted-round-robin }
-consul: { address: ${consul.address} }
-log: { level: info }
-admin: { listen: 127.0.0.1:0 }
-`);
+  const lb = await startNode(
+    consulConfig({
+      id: 'outage-e2e',
+      service: 'outage',
+      consul: consul.address,
+      policy: 'weighted-round-robin',
+    }),
+  );
   cleanup.push(() => lb.stop());
   const seen = () => lb.node.status().pools[0]!.backends.map((x) => x.id);
   await until('node sees A and B', () => seen().length === 2, 5_000);
@@ -105,18 +100,9 @@ test('a Consul outage shows in /metrics while it lasts (issue 4: "metric and log
   cleanup.push(() => consul.stop());
   const a = await tagged('A');
   await consul.register({ id: 'metric-A', name: 'metric', address: a.host, port: a.port });
-  const lb = await startNode(`
-node: { id: outage-metric-e2e }
-listeners:
-  - { name: inbound, listen: 127.0.0.1:0, hostname: mx.test, pool: mta }
-pools:
-  mta:
-    consul: { service: metric }
-    tls: none
-consul: { address: ${consul.address} }
-log: { level: info }
-admin: { listen: 127.0.0.1:0 }
-`);
+  const lb = await startNode(
+    consulConfig({ id: 'outage-metric-e2e', service: 'metric', consul: consul.address }),
+  );
   cleanup.push(() => lb.stop());
   const admin = lb.node.adminAddress!;
   const metrics = async () => (await fetch(`http://${admin.host}:${admin.port}/metrics`)).text();

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { type CaptureBackend, type ConsulAgent, startCaptureBackend, startConsul } from '@smtp-lb/testkit';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
-import { startNode, type TestNode } from '../helpers/node.js';
+import { consulConfig, startNode, type TestNode } from '../helpers/node.js';
 import { type RawReply, SmtpDialog } from '../helpers/smtp-dialog.js';
 
 let consul: ConsulAgent;
@@ -44,23 +44,9 @@ function register(m: Mta, weight: number, meta: Record<string, string> = {}): Pr
 }
 
 async function consulNode(service: string, policy: string, extraTop = ''): Promise<TestNode> {
-  const lb = await startNode(`
-node: { id: consul-e2e }
-listeners:
-  - name: inbound
-    listen: 127.0.0.1:0
-    hostname: mx.test
-    pool: mta
-pools:
-  mta:
-    consul: { service: ${service} }
-    tls: none
-balancing: { policy: ${policy} }
-consul: { address: ${consul.address} }
-log: { level: info }
-admin: { listen: 127.0.0.1:0 }
-${extraTop}
-`);
+  const lb = await startNode(
+    consulConfig({ id: 'consul-e2e', service, consul: consul.address, policy, extraTop }),
+  );
   cleanup.push(() => lb.stop());
   return lb;
 }

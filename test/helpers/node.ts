@@ -33,6 +33,30 @@ export async function startNode(yaml: string, env: Record<string, string> = {}):
   return { node, port, config, logs, stop: () => node.stop() };
 }
 
+/** A node whose one listener feeds pool `mta`, made of the Consul service `service`. */
+export function consulConfig(o: {
+  id: string;
+  service: string;
+  consul: string;
+  policy?: string;
+  extraTop?: string;
+}): string {
+  return `
+node: { id: ${o.id} }
+listeners:
+  - { name: inbound, listen: 127.0.0.1:0, hostname: mx.test, pool: mta }
+pools:
+  mta:
+    consul: { service: ${o.service} }
+    tls: none
+${o.policy ? `balancing: { policy: ${o.policy} }` : ''}
+consul: { address: ${o.consul} }
+log: { level: info }
+admin: { listen: 127.0.0.1:0 }
+${o.extraTop ?? ''}
+`;
+}
+
 /** A one-listener, one-pool config on a free port in front of the given backend addresses. */
 export type BackendEntry = string | { address: string; maxConnections?: number; weight?: number };
 
