@@ -1,25 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RedisKeys } from '../src/redis-keys.js';
-import { RedisLedger } from '../src/redis-ledger.js';
 import { hammer } from './helpers/hammer.js';
-import { nextRelease, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
+import { ledgerNodes, nextRelease, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
 
 describe('RedisLedger: cluster-wide caps', { timeout: 60_000 }, () => {
   const db = suiteRedis();
 
   const three = (prefix: string, ttl = 10_000) =>
-    Promise.all(
-      ['n1', 'n2', 'n3'].map((nodeId) =>
-        RedisLedger.create({
-          redis: db.redis.url,
-          nodeId,
-          leaseTtlMs: ttl,
-          onRedisDown: 'reject',
-          keyPrefix: prefix,
-        }),
-      ),
-    );
+    ledgerNodes(prefix, ['n1', 'n2', 'n3'], { redis: db.redis.url, leaseTtlMs: ttl, onRedisDown: 'reject' });
 
   it('500 concurrent sessions over 3 nodes never hold more than the cap of 20', async (t) => {
     const prefix = uniquePrefix('caps');

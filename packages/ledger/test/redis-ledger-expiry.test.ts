@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { RedisKeys } from '../src/redis-keys.js';
 import { RedisLedger } from '../src/redis-ledger.js';
-import { nextRelease, sleep, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
+import { ledgerNodes, nextRelease, sleep, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
 
 const fixture = fileURLToPath(new URL('./fixtures/hold-leases.js', import.meta.url));
 
@@ -69,17 +69,11 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
     const prefix = uniquePrefix('lapse');
     const ttl = 600;
     const k = new RedisKeys(prefix).backend('mx:25');
-    const [a, b] = await Promise.all(
-      ['a', 'b'].map((nodeId) =>
-        RedisLedger.create({
-          redis: db.redis.url,
-          nodeId,
-          leaseTtlMs: ttl,
-          onRedisDown: 'reject',
-          keyPrefix: prefix,
-        }),
-      ),
-    );
+    const [a, b] = await ledgerNodes(prefix, ['a', 'b'], {
+      redis: db.redis.url,
+      leaseTtlMs: ttl,
+      onRedisDown: 'reject',
+    });
     try {
       assert.ok((await Promise.all([1, 2].map(() => a!.tryAcquire('mx:25', 2)))).every(Boolean));
       assert.equal(await b!.tryAcquire('mx:25', 2), undefined, 'a holds the whole cap');
@@ -100,17 +94,11 @@ describe('RedisLedger: leases of dead nodes expire', { timeout: 30_000 }, () => 
   it('a live node that holds slots keeps them past many ttls (its heartbeat renews them)', async () => {
     const prefix = uniquePrefix('renew');
     const ttl = 600;
-    const [a, b] = await Promise.all(
-      ['a', 'b'].map((nodeId) =>
-        RedisLedger.create({
-          redis: db.redis.url,
-          nodeId,
-          leaseTtlMs: ttl,
-          onRedisDown: 'reject',
-          keyPrefix: prefix,
-        }),
-      ),
-    );
+    const [a, b] = await ledgerNodes(prefix, ['a', 'b'], {
+      redis: db.redis.url,
+      leaseTtlMs: ttl,
+      onRedisDown: 'reject',
+    });
     try {
       const leases = await Promise.all([1, 2].map(() => a!.tryAcquire('mx:25', 2)));
       assert.ok(leases.every(Boolean));

@@ -2,12 +2,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { freePort } from '@smtp-lb/testkit';
 import { RedisKeys } from '../src/redis-keys.js';
-import { RedisLedger, type RedisLedgerOptions } from '../src/redis-ledger.js';
+import { RedisLedger } from '../src/redis-ledger.js';
 import type { Lease, LedgerMode } from '../src/types.js';
 import { startTcpProxy } from './helpers/tcp-proxy.js';
-import { nextRelease, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
-
-type Opts = Omit<RedisLedgerOptions, 'keyPrefix' | 'nodeId'>;
+import { ledgerNodes, nextRelease, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
 
 async function takeAll(ledger: RedisLedger, backend: string, cap: number, max = 100): Promise<Lease[]> {
   const got: Lease[] = [];
@@ -29,15 +27,12 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
   // The admin client survives the restarts below: ioredis reconnects on its own.
   const db = suiteRedis({ survivesRestarts: true });
 
-  const nodes = (prefix: string, ids: string[], opts: Opts) =>
-    Promise.all(ids.map((nodeId) => RedisLedger.create({ ...opts, nodeId, keyPrefix: prefix })));
-
   it('Redis lost, back empty: local share floor(cap / nodes) meanwhile, then counts re-asserted exactly', async () => {
     const prefix = uniquePrefix('lost');
     const k = new RedisKeys(prefix).backend('mx:25');
     // All three nodes reach Redis through one relay: cutting it is Redis going away for all.
     const proxy = await startTcpProxy(db.redis.port);
-    const ledgers = await nodes(prefix, ['n1', 'n2', 'n3'], {
+    const ledgers = await ledgerNodes(prefix, ['n1', 'n2', 'n3'], {
       redis: proxy.url,
       leaseTtlMs: 3000,
       onRedisDown: 'local-share',
@@ -94,8 +89,8 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
     const opts = { redis: db.redis.url, leaseTtlMs: 30_000, onRedisDown: 'local-share' as const };
     // r2 first, so that r1's first heartbeat already counts two live nodes (with a 30 s ttl the next
     // one is 10 s away): created together, r1 may believe it is alone, and its share is the whole cap.
-    const [r2] = await nodes(prefix, ['r2'], opts);
-    const [r1] = await nodes(prefix, ['r1'], opts);
+    const [r2] = await ledgerNodes(prefix, ['r2'], opts);
+    const [r1] = await ledgerNodes(prefix, ['r1'], opts);
     const ledgers = [r1!, r2!];
     assert.equal(r1!.liveNodes, 2, 'r1 counts both nodes before the outage');
     const seen = ledgers.map((l) => {
@@ -130,8 +125,8 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
     const k = new RedisKeys(prefix).backend('mx:25');
     const proxy = await startTcpProxy(db.redis.port);
     const opts = { leaseTtlMs: 5000, onRedisDown: 'local-share' as const };
-    const [a] = await nodes(prefix, ['a'], { ...opts, redis: proxy.url });
-    const [b] = await nodes(prefix, ['b'], { ...opts, redis: db.redis.url });
+    const [a] = await ledgerNodes(prefix, ['a'], { ...opts, redis: proxy.url });
+    const [b] = await ledgerNodes(prefix, ['b'], { ...opts, redis: db.redis.url });
     try {
       await waitFor('a sees 2 live nodes', () => a!.liveNodes === 2);
       const held = await takeAll(a!, 'mx:25', 10, 3);
@@ -160,7 +155,11 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
     const prefix = uniquePrefix('hang');
     const k = new RedisKeys(prefix).backend('mx:25');
     const proxy = await startTcpProxy(db.redis.port);
-    const [a] = await nodes(prefix, ['a'], { redis: proxy.url, leaseTtlMs: 1500, onRedisDown: 'reject' });
+    const [a] = await ledgerNodes(prefix, ['a'], {
+      redis: proxy.url,
+      leaseTtlMs: 1500,
+      onRedisDown: 'reject',
+    });
     try {
       await takeAll(a!, 'mx:25', 10, 2);
       proxy.freeze();

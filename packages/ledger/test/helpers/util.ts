@@ -4,6 +4,7 @@
 import { after, before } from 'node:test';
 import { type RedisServer, startRedis } from '@smtp-lb/testkit';
 import { Redis } from 'ioredis';
+import { RedisLedger, type RedisLedgerOptions } from '../../src/redis-ledger.js';
 import type { Ledger } from '../../src/types.js';
 
 /**
@@ -26,6 +27,15 @@ export function suiteRedis(opts: { survivesRestarts?: boolean } = {}): {
     await s.redis.stop();
   });
   return s;
+}
+
+/** RedisLedger nodes `ids` on one key prefix, created together. */
+export function ledgerNodes(
+  prefix: string,
+  ids: string[],
+  opts: Omit<RedisLedgerOptions, 'keyPrefix' | 'nodeId'>,
+): Promise<RedisLedger[]> {
+  return Promise.all(ids.map((nodeId) => RedisLedger.create({ ...opts, nodeId, keyPrefix: prefix })));
 }
 
 let seq = 0;
