@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real programs the tests drive (Redis, Postfix, swaks, HAProxy, OpenSSL from Debian;
+# Installs the real programs the tests drive (Redis with Sentinel, Postfix, Dovecot, rspamd, OpenLDAP,
+# swaks, HAProxy, OpenSSL, htpasswd from Debian;
 # Consul and Helm built from source by their own scripts). Idempotent: checks first, and touches apt
 # only when something is missing. Tests start private instances on free ports, never the system's.
 set -euo pipefail
@@ -16,8 +17,15 @@ declare -A probe=(
   [openssl]=/usr/bin/openssl
   [dnsmasq]=/usr/sbin/dnsmasq
   [postgrey]=/usr/sbin/postgrey
+  [redis-sentinel]=/usr/bin/redis-sentinel
+  [dovecot-core]=/usr/sbin/dovecot
+  [rspamd]=/usr/bin/rspamd
+  [slapd]=/usr/sbin/slapd
+  [ldap-utils]=/usr/bin/ldapadd
+  [apache2-utils]=/usr/bin/htpasswd
 )
-order=(redis-server redis-tools postfix swaks haproxy openssl dnsmasq postgrey)
+order=(redis-server redis-tools postfix swaks haproxy openssl dnsmasq postgrey redis-sentinel dovecot-core
+  rspamd slapd ldap-utils apache2-utils)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed' && [ -x "${probe[$1]}" ]
@@ -42,12 +50,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   # "No configuration": Debian then writes no /etc/postfix/main.cf, so the system Postfix never
   # listens on port 25; tests write their own config directories.
   echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
+  # Likewise slapd: no database of its own; the LDAP tests write a private config and database.
+  echo 'slapd slapd/no_configuration boolean true' | debconf-set-selections
   no_service_starts install-test-deps.sh
   apt-get update
   apt-get install -y "${missing[@]}"
   # Services we just installed stay off, now and after a reboot, so nothing holds their default ports.
   for pkg in "${missing[@]}"; do
-    case "$pkg" in redis-server | postfix | haproxy | dnsmasq | postgrey) ;; *) continue ;; esac
+    case "$pkg" in redis-server | postfix | haproxy | dnsmasq | postgrey | redis-sentinel | dovecot-core | rspamd | slapd) ;;
+    *) continue ;;
+    esac
     if [ -d /run/systemd/system ]; then
       systemctl disable --now "$pkg" >/dev/null 2>&1 || true
     elif [ -x "/etc/init.d/$pkg" ]; then
