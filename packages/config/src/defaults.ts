@@ -6,6 +6,7 @@ export const DEFAULTS = {
     maxMessageSize: '50MB',
     maxRecipients: 1000,
     bareNewlines: 'normalize',
+    nulBytes: 'reject',
     idleTimeout: '5m',
     maxSessions: 10000,
     tlsImplicit: false,

@@ -11,6 +11,7 @@ export type TlsMode = 'none' | 'opportunistic' | 'required';
 export type ProxyProtocolVersion = 'off' | 'v1' | 'v2';
 export type XclientMode = 'auto' | 'off';
 export type BareNewlines = 'normalize' | 'reject';
+export type NulBytes = 'reject' | 'strip';
 export type BalancingPolicyName =
   | 'least-connections'
   | 'weighted-least-connections'
@@ -48,6 +49,8 @@ export interface ListenerConfig {
   /** RFC 5321 4.5.3.1.8: at least 100. */
   maxRecipients: number;
   bareNewlines: BareNewlines;
+  /** NUL in DATA: reject the message (550 5.6.0), or remove it before the content is framed. */
+  nulBytes: NulBytes;
   /** CIDRs whose connections must start with a PROXY header; absent: PROXY not accepted. */
   proxyProtocol?: ListenerProxyProtocol;
   tls?: ListenerTls;

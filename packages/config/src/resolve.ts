@@ -204,6 +204,7 @@ class Resolver {
       maxRecipients: num(raw.maxRecipients, DEFAULTS.listener.maxRecipients),
       bareNewlines: (str(raw.bareNewlines) ??
         DEFAULTS.listener.bareNewlines) as ListenerConfig['bareNewlines'],
+      nulBytes: (str(raw.nulBytes) ?? DEFAULTS.listener.nulBytes) as ListenerConfig['nulBytes'],
       ...optional(
         'proxyProtocol',
         proxy && {

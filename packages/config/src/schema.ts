@@ -140,6 +140,11 @@ export const ListenerSchema = Closed(
       'Bare CR or LF in DATA: rewrite to CRLF, or reject the message.',
       DEFAULTS.listener.bareNewlines,
     ),
+    nulBytes: OneOf(
+      ['reject', 'strip'],
+      'NUL in DATA: reject the message (550 5.6.0), or remove it before dots are stuffed.',
+      DEFAULTS.listener.nulBytes,
+    ),
     proxyProtocol: Closed(
       {
         trusted: Type.Array(

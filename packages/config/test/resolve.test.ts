@@ -20,6 +20,7 @@ test('a minimal file gets every default', T, () => {
         maxMessageSize: 50_000_000,
         maxRecipients: 1000,
         bareNewlines: 'normalize',
+        nulBytes: 'reject',
         timeouts: { idle: 300_000 },
         maxSessions: 10_000,
       },

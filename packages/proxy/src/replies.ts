@@ -21,6 +21,7 @@ export const replies = {
       '5.6.0',
       'Message contains a bare CR or LF, only CRLF line endings are allowed (RFC 5321 2.3.8)',
     ),
+  nulByte: () => reply(550, '5.6.0', 'Message contains a NUL byte, which is not allowed in SMTP content'),
   utf8NotAllowed: () =>
     reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter on MAIL FROM (RFC 6531)'),
   utf8Unsupported: () => reply(553, '5.6.7', 'The backend does not support SMTPUTF8 for this address'),

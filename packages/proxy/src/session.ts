@@ -177,6 +177,7 @@ export class ProxySession {
     try {
       const reply = await bound.conn.data(body, {
         bareNewlines: this.#listener.bareNewlines,
+        nulBytes: this.#listener.nulBytes,
         maxBytes: this.#listener.maxMessageSize,
       });
       drain(); // the backend may have refused DATA itself without reading the body
@@ -198,7 +199,9 @@ export class ProxySession {
           ? replies.tooBig(this.#listener.maxMessageSize)
           : e.code === 'EABORTED' && e.abortReason === 'bare-newline'
             ? replies.bareNewline()
-            : replies.backendLost();
+            : e.code === 'EABORTED' && e.abortReason === 'nul'
+              ? replies.nulByte()
+              : replies.backendLost();
       this.#d.metrics.transactionsTotal.inc({ pool, backend: bound.backend.id, result: `failed-${e.code}` });
       return reply;
     } finally {

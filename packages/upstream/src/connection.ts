@@ -264,7 +264,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
   /**
    * DATA, then (after 354 only) `body` streamed through the encoder with backpressure, the final dot
    * and its reply. A 4xx/5xx to DATA resolves as-is without reading the body. On EABORTED (size,
-   * bare newline, body error) the connection is destroyed without the final dot. In every case the
+   * bare newline, NUL, body error) the connection is destroyed without the final dot. In every case the
    * body is left paused and attached to nothing of ours: the caller drains it.
    */
   data(body: Readable, opts: DataOptions): Promise<Reply> {
@@ -605,6 +605,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     const out = op.encoder.encode(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
     if (!Buffer.isBuffer(out)) {
       if (out.abort === 'size') this.abort(op, 'size', `message exceeds ${op.opts.maxBytes} bytes`);
+      else if (out.abort === 'nul') this.abort(op, 'nul', 'NUL byte in message content');
       else this.abort(op, 'bare-newline', 'bare CR or LF in message content');
       return;
     }

@@ -1,6 +1,8 @@
 // Encodes message content for the wire, chunk by chunk with constant state, so DATA can stream with
-// backpressure: bare CR/LF become CRLF or abort (RFC 5321 2.3.8), a leading dot is doubled (4.5.2),
-// content is counted against a limit, and the end gets CRLF (if missing) and the final `.` line.
+// backpressure: NUL aborts or is removed first, bare CR/LF become CRLF or abort (RFC 5321 2.3.8), a
+// leading dot is doubled (4.5.2), content is counted against a limit, and the end gets CRLF (if
+// missing) and the final `.` line. NUL goes before the rest because several MTAs drop it before they
+// look for the end of data: `\r\n\x00.\r\n` must reach them as a stuffed `..` line, never as `.`.
 // Lines are scanned with indexOf over whole Buffers; a chunk that needs no change is passed through.
 
 const CR = 0x0d;
@@ -11,10 +13,11 @@ const DOT_BUF = Buffer.from('.');
 const END = Buffer.from('.\r\n');
 const EMPTY = Buffer.alloc(0);
 
-export type EncoderAbort = { abort: 'size' | 'bare-newline' };
+export type EncoderAbort = { abort: 'size' | 'bare-newline' | 'nul' };
 
 export class DataEncoder {
   private readonly reject: boolean;
+  private readonly stripNul: boolean;
   private readonly maxBytes: number;
   /** The previous chunk ended with CR: whether it was a line end depends on the next byte. */
   private pendingCR = false;
@@ -22,8 +25,14 @@ export class DataEncoder {
   private lineStart = true;
   private bytes = 0;
 
-  constructor(opts: { bareNewlines: 'normalize' | 'reject'; maxBytes?: number | undefined }) {
+  constructor(opts: {
+    bareNewlines: 'normalize' | 'reject';
+    /** Default `reject`: a NUL anywhere in the content aborts the transfer. */
+    nulBytes?: 'reject' | 'strip' | undefined;
+    maxBytes?: number | undefined;
+  }) {
     this.reject = opts.bareNewlines === 'reject';
+    this.stripNul = opts.nulBytes === 'strip';
     this.maxBytes = opts.maxBytes ?? Number.POSITIVE_INFINITY;
   }
 
@@ -32,12 +41,18 @@ export class DataEncoder {
     return this.bytes;
   }
 
-  /** The wire bytes for `chunk`, or why the transfer must be aborted (nothing of `chunk` is sent then). */
-  encode(chunk: Buffer): Buffer | EncoderAbort {
+  /** The wire bytes for `input`, or why the transfer must be aborted (nothing of `input` is sent then). */
+  encode(input: Buffer): Buffer | EncoderAbort {
+    if (input.length === 0) return EMPTY;
+    this.bytes += input.length;
+    if (this.bytes > this.maxBytes) return { abort: 'size' };
+    let chunk = input;
+    if (input.indexOf(0) >= 0) {
+      if (!this.stripNul) return { abort: 'nul' };
+      chunk = withoutNul(input);
+    }
     const n = chunk.length;
     if (n === 0) return EMPTY;
-    this.bytes += n;
-    if (this.bytes > this.maxBytes) return { abort: 'size' };
     const out: Buffer[] = [];
     let seg = 0; // start of the pending pass-through segment
     let i = 0;
@@ -101,6 +116,17 @@ export class DataEncoder {
     }
     return this.lineStart ? END : Buffer.concat([CRLF, END]);
   }
+}
+
+function withoutNul(chunk: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let from = 0;
+  for (let z = chunk.indexOf(0); z >= 0; z = chunk.indexOf(0, from)) {
+    if (z > from) parts.push(chunk.subarray(from, z));
+    from = z + 1;
+  }
+  if (from < chunk.length) parts.push(chunk.subarray(from));
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
 
 /** A chunk that needed no change goes out as one slice of itself, without a copy. */

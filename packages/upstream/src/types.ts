@@ -82,13 +82,15 @@ export type Stage =
   | 'rset'
   | 'quit';
 
-/** Why we aborted (EABORTED): content too big, a bare CR/LF under `reject`, the body stream failed, or
- * the caller gave up (destroy(), or the AbortSignal while connecting). */
-export type AbortReason = 'size' | 'bare-newline' | 'source' | 'caller';
+/** Why we aborted (EABORTED): content too big, a bare CR/LF or a NUL under `reject`, the body stream
+ * failed, or the caller gave up (destroy(), or the AbortSignal while connecting). */
+export type AbortReason = 'size' | 'bare-newline' | 'nul' | 'source' | 'caller';
 
 /** Options of one DATA transfer. */
 export interface DataOptions {
   bareNewlines: 'normalize' | 'reject';
+  /** NUL in the content: abort with EABORTED 'nul' (the default), or remove it before framing. */
+  nulBytes?: 'reject' | 'strip';
   /** Content bytes (as read from the body) allowed; one more aborts with EABORTED 'size'. */
   maxBytes?: number;
 }

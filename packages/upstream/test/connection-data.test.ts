@@ -81,10 +81,31 @@ describe('data', { timeout: 30_000 }, () => {
     await noFinalDot(b, conn);
   });
 
+  it('refuses a NUL by default with EABORTED nul: no final dot, nothing of its chunk sent', async () => {
+    const { b, conn } = await ready();
+    await assert.rejects(
+      conn.data(body('fine\r\n', 'a\r\n\x00.\r\nMAIL FROM:<x@y>\r\n'), normalize),
+      aborted('nul'),
+    );
+    await noFinalDot(b, conn);
+    assert.equal(b.sessions[0]!.bytes().includes(0), false, 'no NUL reached the backend');
+  });
+
+  it('strips NUL with nulBytes: strip before stuffing, so a NUL-hidden dot line stays content', async () => {
+    const { b, conn } = await ready();
+    await conn.data(body('a\r\n\x00', '.\r\nb\x00\r\n'), { ...normalize, nulBytes: 'strip' });
+    const [m] = await b.waitForMessages(1);
+    assert.equal(m!.raw.toString('latin1'), 'a\r\n..\r\nb\r\n');
+    await conn.quit();
+  });
+
   it('carries 998-character lines and 8-bit bytes untouched', async () => {
     const { b, conn } = await ready();
     const long = Buffer.alloc(998, 'x');
-    const eight = Buffer.from(Array.from({ length: 256 }, (_, i) => i).filter((i) => i !== 10 && i !== 13));
+    // Every byte value but the three the encoder acts on (NUL, LF, CR).
+    const eight = Buffer.from(
+      Array.from({ length: 256 }, (_, i) => i).filter((i) => i !== 0 && i !== 10 && i !== 13),
+    );
     const content = Buffer.concat([
       long,
       Buffer.from('\r\n'),

@@ -6,9 +6,12 @@ import { describe, it } from 'node:test';
 import { DataEncoder } from '../src/data-encoder.js';
 
 type Mode = 'normalize' | 'reject';
+type Nul = 'reject' | 'strip';
 
-/** The obvious per-byte definition: fix newlines, stuff dots, terminate. */
-function reference(input: Buffer, mode: Mode): Buffer | 'bare-newline' {
+/** The obvious per-byte definition: drop or refuse NUL, fix newlines, stuff dots, terminate. */
+function reference(raw: Buffer, mode: Mode, nul: Nul = 'reject'): Buffer | 'bare-newline' | 'nul' {
+  if (raw.includes(0) && nul === 'reject') return 'nul';
+  const input = Buffer.from([...raw].filter((b) => b !== 0));
   const norm: number[] = [];
   for (let i = 0; i < input.length; i++) {
     const b = input[i]!;
@@ -32,8 +35,8 @@ function reference(input: Buffer, mode: Mode): Buffer | 'bare-newline' {
   return Buffer.from(out);
 }
 
-function encode(chunks: Buffer[], mode: Mode, maxBytes?: number): Buffer | string {
-  const enc = new DataEncoder({ bareNewlines: mode, maxBytes });
+function encode(chunks: Buffer[], mode: Mode, maxBytes?: number, nul: Nul = 'reject'): Buffer | string {
+  const enc = new DataEncoder({ bareNewlines: mode, nulBytes: nul, maxBytes });
   const out: Buffer[] = [];
   for (const c of chunks) {
     const r = enc.encode(c);
@@ -64,6 +67,13 @@ function splits(input: Buffer): Buffer[][] {
   return out;
 }
 
+/** Under reject for both, a body with a NUL and a bare newline is refused for whichever the encoder met first. */
+function assertSame(got: Buffer | string, want: Buffer | string, what: string): void {
+  if (typeof got === 'string' && typeof want === 'string' && got !== want) {
+    assert.deepEqual([got, want].sort(), ['bare-newline', 'nul'], what);
+  } else assert.deepEqual(got, want, what);
+}
+
 const samples = [
   '',
   '.',
@@ -80,20 +90,29 @@ const samples = [
   '\n',
   '\r',
   'abc',
+  '\x00',
+  '\r\n\x00.\r\n',
+  '\n\x00.\n',
+  '\r\x00.\r',
+  '\x00.\r\n',
+  '\r\n\x00\x00.\r\n',
+  '\r\x00\n.\r\n',
 ];
 
 describe('DataEncoder', () => {
   for (const mode of ['normalize', 'reject'] as const) {
-    it(`matches the reference for every chunking of the samples (${mode})`, () => {
-      for (const s of samples) {
-        const input = Buffer.from(s, 'latin1');
-        const want = reference(input, mode);
-        for (const chunks of splits(input)) {
-          const got = encode(chunks, mode);
-          assert.deepEqual(got, want, `${JSON.stringify(s)} cut as ${JSON.stringify(chunks.map(String))}`);
+    for (const nul of ['reject', 'strip'] as const) {
+      it(`matches the reference for every chunking of the samples (${mode}, NUL ${nul})`, () => {
+        for (const s of samples) {
+          const input = Buffer.from(s, 'latin1');
+          const want = reference(input, mode, nul);
+          for (const chunks of splits(input)) {
+            const got = encode(chunks, mode, undefined, nul);
+            assertSame(got, want, `${JSON.stringify(s)} cut as ${JSON.stringify(chunks.map(String))}`);
+          }
         }
-      }
-    });
+      });
+    }
   }
 
   it('matches the reference on random inputs cut at random, and never ends the message early', () => {
@@ -102,7 +121,7 @@ describe('DataEncoder', () => {
       seed = (seed * 1103515245 + 12345) & 0x7fffffff;
       return seed % n;
     };
-    const alphabet = [46, 13, 10, 97, 0xe9];
+    const alphabet = [46, 13, 10, 97, 0xe9, 0];
     for (let t = 0; t < 3000; t++) {
       const input = Buffer.from(Array.from({ length: rnd(24) }, () => alphabet[rnd(alphabet.length)]!));
       const chunks: Buffer[] = [];
@@ -112,10 +131,15 @@ describe('DataEncoder', () => {
         i += n;
       }
       for (const mode of ['normalize', 'reject'] as const) {
-        const want = reference(input, mode);
-        const got = encode(chunks, mode);
-        assert.deepEqual(got, want, JSON.stringify(input.toString('latin1')));
-        if (Buffer.isBuffer(got)) assert.equal(endOfData(got), got.length, 'the only end is the final dot');
+        for (const nul of ['reject', 'strip'] as const) {
+          const want = reference(input, mode, nul);
+          const got = encode(chunks, mode, undefined, nul);
+          assertSame(got, want, JSON.stringify(input.toString('latin1')));
+          if (Buffer.isBuffer(got)) {
+            assert.equal(endOfData(got), got.length, 'the only end is the final dot');
+            assert.equal(got.indexOf(0), -1, 'no NUL on the wire');
+          }
+        }
       }
     }
   });
@@ -138,6 +162,25 @@ describe('DataEncoder', () => {
       'a\r\n..\r\n\r\n.\r\n',
     );
     assert.equal(encode([Buffer.from('a\n.\n')], 'reject'), 'bare-newline');
+  });
+
+  it('refuses NUL by default and strips it before stuffing with nulBytes: strip', () => {
+    assert.equal(encode([Buffer.from('a\r\n\x00.\r\nMAIL FROM:<x>\r\n')], 'normalize'), 'nul');
+    assert.equal(
+      String(
+        encode(
+          [Buffer.from('a\r\n\x00'), Buffer.from('.\r\nMAIL FROM:<x>\r\n')],
+          'normalize',
+          undefined,
+          'strip',
+        ),
+      ),
+      'a\r\n..\r\nMAIL FROM:<x>\r\n.\r\n',
+    );
+    assert.equal(
+      String(encode([Buffer.from('\x00'), Buffer.from('\x00')], 'reject', undefined, 'strip')),
+      '.\r\n',
+    );
   });
 
   it('aborts past maxBytes, counting content as given', () => {

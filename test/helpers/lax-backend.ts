@@ -1,0 +1,106 @@
+// A deliberately broken SMTP backend, the adversary of the smuggling tests: like several real MTAs it
+// drops NUL bytes before it looks for the end of data, and it ends DATA on any of the `\n.\n` family
+// (CR, LF or CRLF, a dot, CR, LF or CRLF). Whatever follows is read as commands, so a message the node
+// let through with such a sequence inside shows up here as a second transaction. It records every
+// MAIL command and every message it took; it is not an oracle of what a message should contain.
+import net from 'node:net';
+
+export interface LaxMessage {
+  mailFrom: string;
+  rcptTo: string[];
+  /** Content as this backend saw it: NUL dropped, a leading `..` read as `.`. */
+  data: Buffer;
+}
+
+export interface LaxBackend {
+  address: string;
+  /** Every MAIL command line received, in order, over all sessions. */
+  mails: string[];
+  messages: LaxMessage[];
+  close(): Promise<void>;
+}
+
+const END = /(?:\r\n|\r|\n)\.(?:\r\n|\r|\n)/;
+const START = /^\.(?:\r\n|\r|\n)/;
+
+export async function startLaxBackend(): Promise<LaxBackend> {
+  const mails: string[] = [];
+  const messages: LaxMessage[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    let inData = false;
+    let buf = '';
+    let from = '';
+    let rcpts: string[] = [];
+    const say = (s: string) => {
+      if (!socket.destroyed) socket.write(`${s}\r\n`);
+    };
+    const command = (line: string) => {
+      const verb = line.slice(0, 4).toUpperCase();
+      if (verb === 'EHLO') return say('250-lax.test\r\n250-PIPELINING\r\n250 8BITMIME');
+      if (verb === 'HELO') return say('250 lax.test');
+      if (verb === 'MAIL') {
+        mails.push(line);
+        from = line;
+        rcpts = [];
+        return say('250 2.1.0 Ok');
+      }
+      if (verb === 'RCPT') {
+        rcpts.push(line);
+        return say('250 2.1.5 Ok');
+      }
+      if (verb === 'DATA') {
+        inData = true;
+        return say('354 go ahead');
+      }
+      if (verb === 'QUIT') {
+        say('221 2.0.0 Bye');
+        socket.end();
+        return;
+      }
+      if (verb === 'RSET' || verb === 'NOOP') return say('250 2.0.0 Ok');
+      say('502 5.5.2 Error: command not recognized');
+    };
+    const pump = () => {
+      for (;;) {
+        if (inData) {
+          const m = START.exec(buf) ?? END.exec(buf);
+          if (!m) return;
+          const content = buf.slice(0, m.index + m[0].indexOf('.'));
+          const data = Buffer.from(content.replace(/(^|\r\n|\r|\n)\.\./g, '$1.'), 'latin1');
+          messages.push({ mailFrom: from, rcptTo: rcpts, data });
+          buf = buf.slice(m.index + m[0].length);
+          inData = false;
+          say('250 2.0.0 Ok: queued');
+          continue;
+        }
+        const lf = buf.indexOf('\n');
+        if (lf < 0) return;
+        const line = buf.slice(0, lf).replace(/\r$/, '');
+        buf = buf.slice(lf + 1);
+        command(line);
+      }
+    };
+    socket.on('data', (chunk: Buffer) => {
+      // The flaw this backend models: NUL is gone before the end of data is looked for.
+      buf += chunk.toString('latin1').replaceAll('\x00', '');
+      pump();
+    });
+    say('220 lax.test ESMTP');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    address: `127.0.0.1:${port}`,
+    mails,
+    messages,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
