@@ -7,6 +7,7 @@ export * from './postfix.js';
 export * from './postgrey.js';
 export * from './process.js';
 export * from './redis.js';
+export * from './rspamd.js';
 export * from './seeded-random.js';
 export * from './smtp-sink.js';
 export * from './swaks.js';
