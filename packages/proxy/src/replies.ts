@@ -8,6 +8,7 @@ export function reply(code: number, enhanced: string, text: string): Reply {
 }
 
 export const replies = {
+  mailAccepted: () => reply(250, '2.1.0', 'Accepted'),
   draining: () => reply(421, '4.3.2', 'Service shutting down, try again later'),
   noSlot: () => reply(451, '4.3.2', 'All backends are busy, try again later'),
   noBackend: () => reply(451, '4.4.1', 'No backend reachable, try again later'),

@@ -1,8 +1,10 @@
-// One client session: answers MAIL locally, binds a backend at the first RCPT (routing needs the
-// recipient), replays MAIL with that RCPT, streams DATA, and keeps the backend for the client's next
-// transaction. Nothing here throws past the session: every failure becomes a reply, a log line and a
-// counter. The client sees 250 for a message only when the backend said 2xx to that message.
-import type { Readable } from 'node:stream';
+// One client session: owns the client's identity and its transaction (transaction.ts) and decides
+// every reply after the greeting that is not about syntax: MAIL is answered locally and replayed with
+// the first RCPT, where the backend is bound (routing needs the recipient); DATA streams to it; the
+// backend is kept for the client's next transaction. The session checks (shaping/session-checks.ts)
+// run at each stage. Nothing here throws past the session: every failure becomes a reply, a log line
+// and a counter. The client sees 250 for a message only when the backend said 2xx to that message.
+import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import type { ListenerConfig } from '@smtp-lb/config';
 import type {
   ClientIdentity,
@@ -12,14 +14,14 @@ import type {
   UpstreamError,
 } from '@smtp-lb/upstream';
 import type { Binder, BoundBackend } from './binder.js';
-import type { SmtpAddress, SmtpFront } from './front/smtp-front.js';
+import type { FrontSession } from './front/smtp-front.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { PoolRuntime } from './pool-runtime.js';
 import { isPositive, replies } from './replies.js';
 import type { Router } from './router.js';
-import { plainAddress } from './shaping/cidr.js';
-
+import type { SessionChecks } from './shaping/session-checks.js';
+import type { Client, Recipient, SmtpAddress, Transaction, Writable } from './transaction.js';
 export interface SessionDeps {
   router: () => Router;
   pool: (name: string) => PoolRuntime | undefined;
@@ -27,14 +29,17 @@ export interface SessionDeps {
   metrics: Metrics;
 }
 
-interface Transaction {
-  mail: MailCommand;
-  /** The backend has accepted this transaction's MAIL. */
-  mailAtBackend: boolean;
-  /** Pool bound by this transaction's first accepted recipient. */
-  pool?: string;
-  recipients: number;
+/** What a listener hands a new session. */
+export interface SessionSetup {
+  client: Pick<Client, 'id' | 'address' | 'port' | 'destination' | 'secure'>;
+  listener: ListenerConfig;
+  checks: SessionChecks;
+  /** The listener is draining: a new transaction gets 421 4.3.2. */
+  draining: () => boolean;
+  log: Logger;
 }
+
+type OpenTransaction = Writable<Transaction> & { recipients: Recipient[] };
 
 // Parameters we may pass on, and the EHLO keyword a backend must offer for each.
 const MAIL_PARAM_NEEDS: Record<string, string> = {
@@ -53,6 +58,8 @@ const NON_ASCII = /[^\x00-\x7f]/;
 // One reason for every aborted session: abort() without one builds a DOMException each time.
 const CLIENT_GONE = new Error('client session ended');
 
+const ignore = () => {};
+
 function params(args: SmtpAddress['args'], conn: UpstreamConnection): Record<string, string | true> {
   const out: Record<string, string | true> = {};
   for (const key in args) {
@@ -62,11 +69,13 @@ function params(args: SmtpAddress['args'], conn: UpstreamConnection): Record<str
   return out;
 }
 
-export class ProxySession {
+export class ProxySession implements FrontSession {
   readonly log: Logger;
-  readonly #front: SmtpFront;
+  readonly #client: Writable<Client>;
   readonly #listener: ListenerConfig;
   readonly #d: SessionDeps;
+  readonly #checks: SessionChecks;
+  readonly #draining: () => boolean;
   /** Aborts the bind in flight, if any, when the client goes. */
   #abort: AbortController | undefined;
   #closed = false;
@@ -74,50 +83,94 @@ export class ProxySession {
   /** The bound backend has an open transaction (MAIL accepted, not finished by DATA). */
   #dirty = false;
   #inData = false;
-  #inRcpt = false;
-  #tx: Transaction | undefined;
-  #mailArgs: SmtpAddress['args'] = {};
+  #tx: OpenTransaction | undefined;
+  /** Transactions begun (numbers their ids). */
+  #begun = 0;
 
-  constructor(front: SmtpFront, listener: ListenerConfig, deps: SessionDeps, log: Logger) {
-    this.#front = front;
-    this.#listener = listener;
+  constructor(setup: SessionSetup, deps: SessionDeps) {
+    this.#client = { ...setup.client, helo: '', proto: '', user: undefined };
+    this.#listener = setup.listener;
+    this.#checks = setup.checks;
+    this.#draining = setup.draining;
     this.#d = deps;
-    this.log = log;
+    this.log = setup.log;
+  }
+
+  get client(): Client {
+    return this.#client;
+  }
+
+  get transaction(): Transaction | undefined {
+    return this.#tx;
   }
 
   get closed(): boolean {
     return this.#closed;
   }
 
-  /** MAIL FROM is answered here; undefined means accept (the front says 250). */
-  mailFrom(from: SmtpAddress): Reply | undefined {
-    const utf8 = from.args.SMTPUTF8 === true;
-    if (!utf8 && NON_ASCII.test(from.address)) return replies.utf8NotAllowed();
-    this.#tx = { mail: { address: from.address, params: {} }, mailAtBackend: false, recipients: 0 };
-    this.#mailArgs = from.args;
-    return undefined;
+  /** EHLO/HELO: the client introduced itself (again); any transaction is gone. */
+  hello(proto: 'ESMTP' | 'SMTP', name: string): void {
+    this.#tx = undefined;
+    this.#client.helo = name;
+    this.#client.proto = proto;
   }
 
-  /** RSET, HELO/EHLO or STARTTLS: the transaction is gone; a kept backend gets RSET before the next. */
+  /** STARTTLS done: the session starts over inside TLS (RFC 3207 4.2), the HELO name forgotten. */
+  secured(): void {
+    this.#tx = undefined;
+    this.#client.secure = true;
+    this.#client.helo = '';
+    this.#client.proto = '';
+  }
+
+  /** RSET: the transaction is gone; a kept backend gets RSET before the next. */
   reset(): void {
     this.#tx = undefined;
   }
 
-  async rcptTo(to: SmtpAddress): Promise<Reply> {
-    this.#inRcpt = true;
-    try {
-      return await this.#rcptTo(to);
-    } finally {
-      this.#inRcpt = false;
-    }
+  /** A protocol problem the front met (line too long, unknown command flood, TLS failure...). */
+  problem(what: string, detail?: Record<string, unknown>): void {
+    this.log.info(detail ?? {}, what);
   }
 
-  async #rcptTo(to: SmtpAddress): Promise<Reply> {
+  /** MAIL FROM, syntax checked by the front: answered here, replayed to the backend with the first RCPT. */
+  async mail(from: SmtpAddress): Promise<Reply> {
+    if (this.#draining()) return replies.draining();
+    let r: Reply | undefined;
+    if (from.args.SMTPUTF8 !== true && NON_ASCII.test(from.address)) r = replies.utf8NotAllowed();
+    else r = await this.#checks.atMail(this.#client, from);
+    if (r) {
+      this.log.info({ from: from.address, code: r.code }, 'MAIL refused');
+      return this.#checks.pace(r);
+    }
+    this.#tx = {
+      client: this.#client,
+      id: `${this.#client.id}.${++this.#begun}`,
+      mail: from,
+      recipients: [],
+      pool: undefined,
+      backend: undefined,
+      mailAtBackend: false,
+    };
+    return this.#checks.pace(replies.mailAccepted());
+  }
+
+  /** RCPT TO inside a transaction (the front makes sure there is one). */
+  async rcpt(to: SmtpAddress): Promise<Reply> {
     const tx = this.#tx;
-    if (!tx) return replies.backendLost();
-    const utf8 = this.#mailArgs.SMTPUTF8 === true;
+    if (!tx) throw new Error('RCPT without a transaction');
+    const r = await this.#rcpt(tx, to);
+    if (!isPositive(r)) this.log.info({ to: to.address, code: r.code }, 'RCPT refused');
+    this.#checks.afterRcptReply(tx, r);
+    return this.#checks.pace(r);
+  }
+
+  async #rcpt(tx: OpenTransaction, to: SmtpAddress): Promise<Reply> {
+    const utf8 = tx.mail.args.SMTPUTF8 === true;
     if (!utf8 && NON_ASCII.test(to.address)) return replies.utf8NotAllowed();
-    if (tx.recipients >= this.#listener.maxRecipients) return replies.tooManyRecipients();
+    if (tx.recipients.length >= this.#listener.maxRecipients) return replies.tooManyRecipients();
+    const refused = await this.#checks.atRcpt(tx, to);
+    if (refused) return refused;
 
     const poolName = this.#d.router().pool(this.#listener, tx.mail.address, to.address);
     if (tx.pool !== undefined && tx.pool !== poolName) return replies.otherRoute();
@@ -135,20 +188,21 @@ export class ProxySession {
         const rcpt: MailCommand = { address: to.address, params: params(to.args, bound.conn) };
         const mail = tx.mailAtBackend
           ? undefined
-          : { address: tx.mail.address, params: params(this.#mailArgs, bound.conn) };
+          : { address: tx.mail.address, params: params(tx.mail.args, bound.conn) };
         if (mail && utf8 && mail.params.SMTPUTF8 === undefined) return replies.utf8Unsupported();
         const res = await bound.conn.envelope(mail, [rcpt]);
         if (res.mail) {
           this.#count(bound, 'MAIL', res.mail);
           if (!isPositive(res.mail)) return res.mail; // the backend refused MAIL: its reply answers this RCPT
           tx.mailAtBackend = true;
+          tx.backend = bound.backend.id;
           this.#dirty = true;
         }
         const reply = res.rcpts[0]!;
         this.#count(bound, 'RCPT', reply);
         if (isPositive(reply)) {
           tx.pool = poolName;
-          tx.recipients++;
+          tx.recipients.push({ address: to.address, args: to.args, pool: poolName });
         }
         return reply;
       } catch (err) {
@@ -160,14 +214,53 @@ export class ProxySession {
     }
   }
 
+  /** DATA after 354: the body streams to the backend; the reply waits for the backend and every check. */
   async data(body: Readable): Promise<Reply> {
-    const bound = this.#bound;
     const tx = this.#tx;
+    if (!tx) throw new Error('DATA without a transaction');
+    // A client that vanishes mid-DATA destroys the stream with an error; the relay sees it.
+    body.on('error', ignore);
+    const held = this.#checks.holdsFinalDot ? this.#holdFinalDot(body, tx) : undefined;
+    const r = await this.#relay(held?.stream ?? body, tx);
+    return this.#checks.pace(held?.refusal() ?? r);
+  }
+
+  /**
+   * The message streams to the backend as usual, but its end (our final dot) waits for the checks at
+   * the client's final dot (`atData`); a refusal fails the stream, so the backend never gets the
+   * final dot (the transaction is aborted there) and the client gets the refusal.
+   */
+  #holdFinalDot(body: Readable, tx: Transaction): { stream: Readable; refusal: () => Reply | undefined } {
+    let refused: Reply | undefined;
+    let size = 0;
+    const checks = this.#checks;
+    const stream = new Transform({
+      transform(chunk: Buffer, _enc, done: TransformCallback) {
+        size += chunk.length;
+        done(null, chunk);
+      },
+      flush(done: TransformCallback) {
+        checks.atData(tx, size).then(
+          (r) => {
+            refused = r;
+            done(r ? Object.assign(new Error('refused at the end of DATA'), { code: 'EREFUSED' }) : null);
+          },
+          (err: Error) => done(err),
+        );
+      },
+    });
+    body.on('error', (err) => stream.destroy(err));
+    body.pipe(stream);
+    return { stream, refusal: () => refused };
+  }
+
+  async #relay(body: Readable, tx: OpenTransaction): Promise<Reply> {
+    const bound = this.#bound;
     const drain = () => {
       body.unpipe();
       body.resume();
     };
-    if (!bound || !tx?.mailAtBackend) {
+    if (!bound || !tx.mailAtBackend) {
       drain();
       return replies.backendLost();
     }
@@ -186,7 +279,13 @@ export class ProxySession {
       const result = isPositive(reply) ? 'accepted' : reply.code < 500 ? 'deferred' : 'rejected';
       this.#d.metrics.transactionsTotal.inc({ pool, backend: bound.backend.id, result });
       this.log.info(
-        { backend: bound.backend.id, pool, rcpts: tx.recipients, reply: reply.lines[0], code: reply.code },
+        {
+          backend: bound.backend.id,
+          pool,
+          rcpts: tx.recipients.length,
+          reply: reply.lines[0],
+          code: reply.code,
+        },
         'message relayed',
       );
       return reply;
@@ -215,6 +314,7 @@ export class ProxySession {
   close(): void {
     if (this.closed) return;
     this.#closed = true;
+    this.#tx = undefined;
     this.#abort?.abort(CLIENT_GONE);
     const bound = this.#bound;
     this.#bound = undefined;
@@ -222,11 +322,6 @@ export class ProxySession {
     // Mid-DATA the backend must never see a final dot: cut the connection instead of QUIT.
     if (this.#inData) bound.conn.destroy();
     else void bound.conn.quit();
-  }
-
-  /** Between transactions, with no command in flight: a drain may close it with 421. */
-  get idle(): boolean {
-    return !this.#inData && !this.#inRcpt && this.#tx === undefined;
   }
 
   /**
@@ -293,15 +388,16 @@ export class ProxySession {
   }
 
   #identity(): ClientIdentity {
-    const f = this.#front;
+    const c = this.#client;
     return {
-      address: plainAddress(f.remoteAddress),
-      port: f.remotePort,
-      localAddress: plainAddress(f.localAddress),
-      localPort: f.localPort,
-      helo: f.helo || undefined,
+      address: c.address,
+      port: c.port,
+      localAddress: c.destination.address,
+      localPort: c.destination.port,
+      helo: c.helo || undefined,
       name: '[UNAVAILABLE]',
-      proto: f.openingCommand === 'EHLO' ? 'ESMTP' : 'SMTP',
+      login: c.user,
+      proto: c.proto === 'ESMTP' ? 'ESMTP' : 'SMTP',
     };
   }
 

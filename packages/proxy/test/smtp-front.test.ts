@@ -8,8 +8,9 @@ import { after, before, describe, test } from 'node:test';
 import { createSecureContext, type SecureContext, connect as tlsConnect } from 'node:tls';
 import { selfSignedCert } from '@smtp-lb/testkit';
 import type { Reply } from '@smtp-lb/upstream';
-import { type FrontHooks, parsePath, type SmtpAddress, SmtpFront } from '../src/front/smtp-front.js';
-import { wireReply } from '../src/replies.js';
+import { type FrontSession, parsePath, SmtpFront } from '../src/front/smtp-front.js';
+import { reply, wireReply } from '../src/replies.js';
+import type { Client, Recipient, SmtpAddress, Transaction, Writable } from '../src/transaction.js';
 
 interface Seen {
   bodies: string[];
@@ -19,17 +20,24 @@ interface Seen {
   closed: number;
 }
 
-function hooks(seen: Seen, overrides: Partial<FrontHooks> = {}): FrontHooks {
+/** The session's answers; a test replaces those it is about. */
+interface Answers {
+  mail(from: SmtpAddress): Promise<Reply>;
+  rcpt(to: SmtpAddress): Promise<Reply>;
+  data(body: Readable): Promise<Reply>;
+}
+
+function answers(seen: Seen, overrides: Partial<Answers>): Answers {
   return {
-    mailFrom: async (_c, from) => {
+    mail: async (from) => {
       seen.mails.push(from);
-      return undefined;
+      return reply(250, '2.1.0', 'Accepted');
     },
-    rcptTo: async (_c, to) => {
+    rcpt: async (to) => {
       seen.rcpts.push(to);
       return { code: 250, enhanced: '2.1.5', lines: ['2.1.5 Ok'] };
     },
-    data: (_c, body: Readable) =>
+    data: (body: Readable) =>
       new Promise<Reply>((resolve, reject) => {
         const parts: Buffer[] = [];
         body.on('data', (b: Buffer) => parts.push(b));
@@ -39,41 +47,92 @@ function hooks(seen: Seen, overrides: Partial<FrontHooks> = {}): FrontHooks {
           resolve({ code: 250, enhanced: '2.0.0', lines: [`2.0.0 Ok: queued as ${seen.bodies.length}`] });
         });
       }),
-    reset: () => {
-      seen.resets++;
-    },
-    close: () => {
-      seen.closed++;
-    },
-    problem: () => {},
     ...overrides,
   };
 }
 
+/** The front's counterpart, keeping the transaction as the real session does (2xx opens, adds). */
+class TestSession implements FrontSession {
+  readonly client: Writable<Client>;
+  transaction: (Writable<Transaction> & { recipients: Recipient[] }) | undefined;
+  readonly #seen: Seen;
+  readonly #answers: Answers;
+
+  constructor(socket: Socket, seen: Seen, a: Answers) {
+    this.client = {
+      id: 'test',
+      address: socket.remoteAddress ?? '',
+      port: socket.remotePort ?? 0,
+      destination: { address: socket.localAddress ?? '', port: socket.localPort ?? 0 },
+      helo: '',
+      proto: '',
+      secure: false,
+      user: undefined,
+    };
+    this.#seen = seen;
+    this.#answers = a;
+  }
+  hello(proto: 'ESMTP' | 'SMTP', name: string): void {
+    this.transaction = undefined;
+    this.client.helo = name;
+    this.client.proto = proto;
+  }
+  secured(): void {
+    this.transaction = undefined;
+    this.client.secure = true;
+    this.client.helo = '';
+    this.client.proto = '';
+  }
+  reset(): void {
+    this.#seen.resets++;
+    this.transaction = undefined;
+  }
+  async mail(from: SmtpAddress): Promise<Reply> {
+    const r = await this.#answers.mail(from);
+    if (r.code < 300) {
+      this.transaction = {
+        client: this.client,
+        id: 'test.1',
+        mail: from,
+        recipients: [],
+        pool: undefined,
+        backend: undefined,
+        mailAtBackend: false,
+      };
+    }
+    return r;
+  }
+  async rcpt(to: SmtpAddress): Promise<Reply> {
+    const r = await this.#answers.rcpt(to);
+    if (r.code < 300) this.transaction?.recipients.push({ ...to, pool: 'test' });
+    return r;
+  }
+  async data(body: Readable): Promise<Reply> {
+    try {
+      return await this.#answers.data(body);
+    } finally {
+      this.transaction = undefined;
+    }
+  }
+  close(): void {
+    this.#seen.closed++;
+  }
+  problem(): void {}
+}
+
 let server: Server;
 let port: number;
-let current: { seen: Seen; overrides: Partial<FrontHooks>; idle: number; tls?: SecureContext };
+let current: { seen: Seen; overrides: Partial<Answers>; idle: number; tls?: SecureContext };
 
 before(async () => {
   server = createServer({ pauseOnConnect: true }, (socket) => {
-    const front = new SmtpFront(
-      socket,
-      {
-        id: 'test',
-        remoteAddress: socket.remoteAddress ?? '',
-        remotePort: socket.remotePort ?? 0,
-        localAddress: socket.localAddress ?? '',
-        localPort: socket.localPort ?? 0,
-      },
-      {
-        name: 'front.test',
-        maxMessageSize: 1000,
-        idleTimeout: current.idle,
-        secure: false,
-        starttls: current.tls ? () => current.tls : undefined,
-      },
-      hooks(current.seen, current.overrides),
-    );
+    const session = new TestSession(socket, current.seen, answers(current.seen, current.overrides));
+    const front = new SmtpFront(socket, session, {
+      name: 'front.test',
+      maxMessageSize: 1000,
+      idleTimeout: current.idle,
+      starttls: current.tls ? () => current.tls : undefined,
+    });
     front.start();
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -81,7 +140,7 @@ before(async () => {
 });
 after(() => server.close());
 
-function fresh(overrides: Partial<FrontHooks> = {}, idle = 10_000): Seen {
+function fresh(overrides: Partial<Answers> = {}, idle = 10_000): Seen {
   const seen: Seen = { bodies: [], mails: [], rcpts: [], resets: 0, closed: 0 };
   current = { seen, overrides, idle };
   return seen;
@@ -121,7 +180,7 @@ async function client(): Promise<{
 const nextTick = () => new Promise((r) => setImmediate(r));
 
 describe('DATA framing', () => {
-  // wire form after DATA -> content the hook must see
+  // wire form after DATA -> content the session must see
   const cases: Array<[string, string, string]> = [
     ['plain', 'Subject: a\r\n\r\nhello\r\n.\r\n', 'Subject: a\r\n\r\nhello\r\n'],
     ['empty message', '.\r\n', ''],
@@ -175,7 +234,7 @@ describe('DATA framing', () => {
   test('a client that leaves mid-DATA: the body fails, the session closes once', async () => {
     let failed: Error | undefined;
     const seen = fresh({
-      data: (_c, body) =>
+      data: (body) =>
         new Promise<Reply>((resolve) => {
           body.on('error', (err) => {
             failed = err;
@@ -195,9 +254,9 @@ describe('DATA framing', () => {
 });
 
 describe('commands', () => {
-  test('pipelined commands are answered in order, each after its hook', async () => {
+  test('pipelined commands are answered in order, each after its answer', async () => {
     const seen = fresh({
-      rcptTo: async (_c, to) => {
+      rcpt: async (to) => {
         await new Promise((r) => setTimeout(r, to.address.startsWith('slow') ? 30 : 0));
         return { code: 250, enhanced: '2.1.5', lines: [`2.1.5 <${to.address}> ok`] };
       },
@@ -218,9 +277,9 @@ describe('commands', () => {
     assert.equal(seen.resets, 1);
   });
 
-  test('a flood of pipelined commands (more than a line cap of input while a hook works) is answered in full, in order', async () => {
+  test('a flood of pipelined commands (more than a line cap of input while the session works) is answered in full, in order', async () => {
     const seen = fresh({
-      rcptTo: async (_c, to) => {
+      rcpt: async (to) => {
         seen.rcpts.push(to);
         await new Promise((r) => setImmediate(r));
         return { code: 250, enhanced: '2.1.5', lines: [`2.1.5 <${to.address}> ok`] };
@@ -240,7 +299,7 @@ describe('commands', () => {
     assert.equal(seen.rcpts.length, n);
   });
 
-  test('sequence and syntax errors get 5xx without reaching the hooks', async () => {
+  test('sequence and syntax errors get 5xx without reaching the session', async () => {
     const seen = fresh();
     const c = await client();
     const lines = [
@@ -290,8 +349,8 @@ describe('commands', () => {
     assert.equal(seen.rcpts.length, 0);
   });
 
-  test('a 421 from a hook ends the session', async () => {
-    fresh({ mailFrom: async () => ({ code: 421, enhanced: '4.7.0', lines: ['4.7.0 go away'] }) });
+  test('a 421 from the session ends the session', async () => {
+    fresh({ mail: async () => ({ code: 421, enhanced: '4.7.0', lines: ['4.7.0 go away'] }) });
     const c = await client();
     const closed = new Promise((r) => c.s.on('close', r));
     c.s.write('EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nNOOP\r\n');
@@ -353,7 +412,7 @@ test('STARTTLS: plaintext pipelined behind it is dropped, the session starts ove
   assert.deepEqual(
     seen.mails.map((m) => m.address),
     ['a@b.test'],
-    'the plaintext MAIL never reached the hooks',
+    'the plaintext MAIL never reached the session',
   );
   current.tls = undefined;
 });

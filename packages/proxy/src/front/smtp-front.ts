@@ -1,7 +1,9 @@
 // The SMTP server side of a session: greeting, EHLO/HELO, STARTTLS, MAIL/RCPT parsing, DATA with
 // dot-unstuffing and end-of-data detection, RSET/NOOP/QUIT/VRFY/HELP, pipelining (commands are
 // answered one at a time, in order), idle timeout. Everything after the greeting that a backend
-// decides (MAIL, RCPT, DATA) goes to the hooks; their replies are written verbatim.
+// decides (MAIL, RCPT, DATA) goes to the session (session.ts), which owns the client's identity and
+// the transaction; its replies are written verbatim. A new SMTP command (AUTH) is a case of
+// #command here, its exchange a mode of the front, and what it learns goes to the session.
 //
 // Why our own and not smtp-server: a proxy needs a small part of an SMTP server, and smtp-server's
 // general machinery (a Writable parser per connection, a PassThrough per message, per-command
@@ -10,30 +12,35 @@
 // BENCHMARKS.md). The behaviours it gave us are kept and tested: DATA ends only on CRLF.CRLF
 // (a leading dot after LF is unstuffed, bare CR/LF are content for the encoder to normalise or
 // reject), command lines are capped, early/HTTP/unknown-command floods get 421, pipelined plaintext
-// after STARTTLS is discarded (RFC 3207 4.2), replies to MAIL/RCPT/DATA are the hooks' own.
+// after STARTTLS is discarded (RFC 3207 4.2), replies to MAIL/RCPT/DATA are the session's own.
 import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
 import { type SecureContext, TLSSocket } from 'node:tls';
 import type { Reply } from '@smtp-lb/upstream';
 import { reply, wireReply } from '../replies.js';
+import type { Client, SmtpAddress, Transaction } from '../transaction.js';
 
-export interface SmtpAddress {
-  address: string;
-  /** Parameters as sent, keys upper-cased; a keyword without a value is `true`. */
-  args: Record<string, string | true>;
-}
-
-export interface FrontHooks {
-  /** undefined: accept (250 2.1.0). */
-  mailFrom(c: SmtpFront, from: SmtpAddress): Promise<Reply | undefined>;
-  rcptTo(c: SmtpFront, to: SmtpAddress): Promise<Reply>;
+/** What the front asks of its session; the front itself keeps only the protocol's state. */
+export interface FrontSession {
+  readonly client: Client;
+  /** The open transaction (an accepted MAIL), read-only here. */
+  readonly transaction: Transaction | undefined;
+  /** EHLO/HELO with a valid name (lower-cased): any transaction is dropped. */
+  hello(proto: 'ESMTP' | 'SMTP', name: string): void;
+  /** STARTTLS succeeded: the session starts over inside TLS. */
+  secured(): void;
+  /** RSET: the transaction is dropped. */
+  reset(): void;
+  /** Syntax checked; a 2xx reply opens the transaction. */
+  mail(from: SmtpAddress): Promise<Reply>;
+  /** Inside a transaction. */
+  rcpt(to: SmtpAddress): Promise<Reply>;
   /** Called after 354; the reply is written once the client's final dot has arrived as well. */
-  data(c: SmtpFront, body: Readable): Promise<Reply>;
-  /** RSET, HELO/EHLO or STARTTLS dropped the transaction. */
-  reset(c: SmtpFront): void;
-  close(c: SmtpFront): void;
+  data(body: Readable): Promise<Reply>;
+  /** The connection is gone (once). */
+  close(): void;
   /** A protocol problem worth a log line (line too long, too many unknown commands, TLS failure). */
-  problem(c: SmtpFront, what: string, detail?: Record<string, unknown>): void;
+  problem(what: string, detail?: Record<string, unknown>): void;
 }
 
 export interface FrontOptions {
@@ -43,8 +50,6 @@ export interface FrontOptions {
   maxMessageSize: number;
   /** Idle timeout in ms: no byte from the client for this long ends the session with 421. */
   idleTimeout: number;
-  /** The session is already encrypted (implicit TLS). */
-  secure: boolean;
   /** STARTTLS is offered when this returns a context (and the session is not secure yet). */
   starttls?: () => SecureContext | undefined;
 }
@@ -76,29 +81,15 @@ function uncork(socket: Duplex): void {
 }
 
 export class SmtpFront {
-  readonly id: string;
-  readonly remoteAddress: string;
-  readonly remotePort: number;
-  localAddress: string;
-  localPort: number;
-  /** The HELO/EHLO name, lower-cased; '' until the client introduced itself. */
-  helo = '';
-  openingCommand: 'EHLO' | 'HELO' | '' = '';
-  secure: boolean;
-  /** Completed DATA transactions. */
-  transaction = 0;
-  mailFrom: SmtpAddress | undefined;
-  recipients = 0;
-
   readonly #opts: FrontOptions;
-  readonly #hooks: FrontHooks;
+  readonly #session: FrontSession;
   #socket: Duplex;
   #mode: Mode = 'command';
   #pending: Buffer = EMPTY;
-  /** A command is being answered by a hook; input waits in #pending. */
+  /** A command is being answered by the session; input waits in #pending. */
   #busy = false;
   #unknown = 0;
-  /** DATA: the body the hook reads, and whether the last bytes seen end a line. */
+  /** DATA: the body the session reads, and whether the last bytes seen end a line. */
   #body: Readable | undefined;
   #dataReply: Reply | undefined;
   #dataEnded = false;
@@ -112,21 +103,10 @@ export class SmtpFront {
     this.#end();
   };
 
-  constructor(
-    socket: Duplex,
-    info: { id: string; remoteAddress: string; remotePort: number; localAddress: string; localPort: number },
-    opts: FrontOptions,
-    hooks: FrontHooks,
-  ) {
+  constructor(socket: Duplex, session: FrontSession, opts: FrontOptions) {
     this.#socket = socket;
-    this.id = info.id;
-    this.remoteAddress = info.remoteAddress;
-    this.remotePort = info.remotePort;
-    this.localAddress = info.localAddress;
-    this.localPort = info.localPort;
-    this.secure = opts.secure;
+    this.#session = session;
     this.#opts = opts;
-    this.#hooks = hooks;
   }
 
   get closed(): boolean {
@@ -135,7 +115,7 @@ export class SmtpFront {
 
   /** Between transactions with nothing in flight (a drain may say 421 now). */
   get idle(): boolean {
-    return this.#mode === 'command' && !this.#busy && this.mailFrom === undefined;
+    return this.#mode === 'command' && !this.#busy && this.#session.transaction === undefined;
   }
 
   /** Greets (or refuses with `refusal`, then closes) and starts reading. */
@@ -144,7 +124,7 @@ export class SmtpFront {
     s.on('close', this.#onClose);
     s.on('error', () => this.#socket.destroy());
     if (refusal) {
-      // hooks.close follows from the socket's close, as for every session.
+      // session.close follows from the socket's close, as for every session.
       this.#mode = 'closed';
       s.end(wireReply(refusal));
       this.#cutOff();
@@ -225,12 +205,12 @@ export class SmtpFront {
     this.#mode = 'closed';
     this.#pending = EMPTY;
     if (wasData) this.#body?.destroy(new Error('client went away during DATA'));
-    this.#hooks.close(this);
+    this.#session.close();
   }
 
   #timeout(): void {
     if (this.#mode === 'closed') return;
-    this.#hooks.problem(this, 'idle timeout', { timeoutMs: this.#opts.idleTimeout });
+    this.#session.problem('idle timeout', { timeoutMs: this.#opts.idleTimeout });
     this.shutdown(reply(421, '4.4.2', `${this.#opts.name} Timeout - closing connection`));
   }
 
@@ -264,12 +244,12 @@ export class SmtpFront {
       this.#pending = lf + 1 === buf.length ? EMPTY : buf.subarray(lf + 1);
       this.#command(text);
     }
-    // Pipelined input waits while a hook works; a flood of it pauses the socket.
+    // Pipelined input waits while the session works; a flood of it pauses the socket.
     if ((this.#busy || this.#blocked) && this.#pending.length > MAX_LINE) this.#socket.pause();
   }
 
   #tooLong(): void {
-    this.#hooks.problem(this, 'command line too long', { maxBytes: MAX_LINE });
+    this.#session.problem('command line too long', { maxBytes: MAX_LINE });
     this.shutdown(reply(500, '5.5.2', 'Line too long'));
   }
 
@@ -288,7 +268,7 @@ export class SmtpFront {
       case 'DATA':
         return this.#data(arg);
       case 'RSET':
-        this.#reset();
+        this.#session.reset();
         return this.#say(reply(250, '2.0.0', 'Flushed'));
       case 'NOOP':
         return this.#say(reply(250, '2.0.0', 'OK'));
@@ -310,11 +290,11 @@ export class SmtpFront {
 
   #unrecognized(text: string) {
     if (HTTP.test(text)) {
-      this.#hooks.problem(this, 'HTTP request on the SMTP port');
+      this.#session.problem('HTTP request on the SMTP port');
       return this.shutdown(reply(421, '4.7.0', 'HTTP requests not allowed'));
     }
     if (++this.#unknown >= MAX_UNKNOWN) {
-      this.#hooks.problem(this, 'too many unrecognized commands', { count: this.#unknown });
+      this.#session.problem('too many unrecognized commands', { count: this.#unknown });
       return this.shutdown(reply(421, '4.7.0', 'Too many unrecognized commands'));
     }
     this.#say(reply(500, '5.5.1', 'Command not recognized'));
@@ -324,27 +304,19 @@ export class SmtpFront {
     const name = arg.trim();
     if (name === '' || /\s/.test(name)) return this.#say(reply(501, '5.5.4', `Syntax: ${verb} hostname`));
     if (!HELO_NAME.test(name)) return this.#say(reply(501, '5.5.4', 'Bad hostname syntax'));
-    this.#reset();
-    this.helo = name.toLowerCase();
-    this.openingCommand = verb;
-    const greet = `${this.#opts.name} Nice to meet you, [${this.remoteAddress}]`;
+    this.#session.hello(verb === 'EHLO' ? 'ESMTP' : 'SMTP', name.toLowerCase());
+    const greet = `${this.#opts.name} Nice to meet you, [${this.#session.client.address}]`;
     if (verb === 'HELO') return this.#say({ code: 250, lines: [greet] });
     const lines = [greet, 'PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
-    if (!this.secure && this.#opts.starttls?.()) lines.push('STARTTLS');
-    if (this.secure) lines.push('REQUIRETLS');
+    const secure = this.#session.client.secure;
+    if (!secure && this.#opts.starttls?.()) lines.push('STARTTLS');
+    if (secure) lines.push('REQUIRETLS');
     lines.push(`SIZE ${this.#opts.maxMessageSize}`);
     this.#say({ code: 250, lines });
   }
 
-  #reset(): void {
-    if (this.mailFrom === undefined && this.recipients === 0) return;
-    this.mailFrom = undefined;
-    this.recipients = 0;
-    this.#hooks.reset(this);
-  }
-
   #needHello(): boolean {
-    if (this.helo !== '') return false;
+    if (this.#session.client.helo !== '') return false;
     this.#say(reply(503, '5.5.1', 'Error: send HELO/EHLO first'));
     return true;
   }
@@ -353,22 +325,10 @@ export class SmtpFront {
     if (this.#needHello()) return;
     const parsed = parsePath(text, 'FROM');
     if (typeof parsed === 'string') return this.#say(reply(501, '5.5.4', parsed));
-    if (this.mailFrom) return this.#say(reply(503, '5.5.1', 'Error: nested MAIL command'));
+    if (this.#session.transaction) return this.#say(reply(503, '5.5.1', 'Error: nested MAIL command'));
     const bad = this.#checkMailParams(parsed.args);
     if (bad) return this.#say(bad);
-    this.#await(
-      this.#hooks.mailFrom(this, parsed),
-      (r) => {
-        if (r === undefined) {
-          this.mailFrom = parsed;
-          this.#say(reply(250, '2.1.0', 'Accepted'));
-        } else {
-          if (r.code >= 200 && r.code < 300) this.mailFrom = parsed;
-          this.#say(r);
-        }
-      },
-      'MAIL',
-    );
+    this.#await(this.#session.mail(parsed), 'MAIL');
   }
 
   #checkMailParams(args: Record<string, string | true>): Reply | undefined {
@@ -385,7 +345,7 @@ export class SmtpFront {
       return reply(501, '5.5.4', 'SMTPUTF8 takes no value');
     if (args.RET !== undefined && (args.RET === true || !/^(FULL|HDRS)$/i.test(args.RET)))
       return reply(501, '5.5.4', 'RET must be FULL or HDRS');
-    if (args.REQUIRETLS !== undefined && !this.secure)
+    if (args.REQUIRETLS !== undefined && !this.#session.client.secure)
       return reply(530, '5.7.10', 'REQUIRETLS needs a TLS session');
     return undefined;
   }
@@ -395,7 +355,7 @@ export class SmtpFront {
     const parsed = parsePath(text, 'TO');
     if (typeof parsed === 'string' || parsed.address === '')
       return this.#say(reply(501, '5.1.3', 'Bad recipient address syntax'));
-    if (!this.mailFrom) return this.#say(reply(503, '5.5.1', 'Error: need MAIL command'));
+    if (!this.#session.transaction) return this.#say(reply(503, '5.5.1', 'Error: need MAIL command'));
     const notify = parsed.args.NOTIFY;
     if (notify !== undefined) {
       const values = notify === true ? [''] : notify.toUpperCase().split(',');
@@ -407,21 +367,15 @@ export class SmtpFront {
     const orcpt = parsed.args.ORCPT;
     if (orcpt !== undefined && (orcpt === true || !/^[a-z0-9!#$%&'*+/=?^_`{|}~-]+;./i.test(orcpt)))
       return this.#say(reply(501, '5.5.4', 'Bad ORCPT parameter syntax'));
-    this.#await(
-      this.#hooks.rcptTo(this, parsed),
-      (r) => {
-        if (r.code >= 200 && r.code < 300) this.recipients++;
-        this.#say(r);
-      },
-      'RCPT',
-    );
+    this.#await(this.#session.rcpt(parsed), 'RCPT');
   }
 
   #data(arg: string) {
     if (this.#needHello()) return;
     if (arg.trim() !== '') return this.#say(reply(501, '5.5.4', 'Syntax: DATA'));
-    if (!this.mailFrom) return this.#say(reply(503, '5.5.1', 'Error: need MAIL command'));
-    if (this.recipients === 0) return this.#say(reply(503, '5.5.1', 'Error: need RCPT command'));
+    const tx = this.#session.transaction;
+    if (!tx) return this.#say(reply(503, '5.5.1', 'Error: need MAIL command'));
+    if (tx.recipients.length === 0) return this.#say(reply(503, '5.5.1', 'Error: need RCPT command'));
     const socket = this.#socket;
     const body = new Readable({ read: () => socket.resume() });
     this.#body = body;
@@ -433,7 +387,7 @@ export class SmtpFront {
     this.#lastCR = false;
     this.#busy = true;
     this.#mode = 'data';
-    this.#hooks.data(this, body).then(
+    this.#session.data(body).then(
       (r) => this.#dataDone(r),
       () => this.#dataDone(reply(451, '4.3.0', 'Error: internal server error')),
     );
@@ -444,11 +398,11 @@ export class SmtpFront {
     if (rest.length > 0) this.#feedData(rest);
   }
 
-  /** The hook answered; the reply goes out once the client's final dot is in too. */
+  /** The session answered; the reply goes out once the client's final dot is in too. */
   #dataDone(r: Reply): void {
     this.#dataReply = r;
     if (!this.#dataEnded) {
-      // The hook no longer reads: whatever else arrives before the dot is dropped.
+      // The session no longer reads: whatever else arrives before the dot is dropped.
       this.#body?.removeAllListeners('data');
       this.#body?.resume();
       return;
@@ -462,10 +416,7 @@ export class SmtpFront {
     this.#dataReply = undefined;
     this.#mode = this.#mode === 'closed' ? 'closed' : 'command';
     this.#busy = false;
-    this.transaction++;
     this.#unknown = 0;
-    this.mailFrom = undefined;
-    this.recipients = 0;
     this.#say(r);
     this.#socket.resume();
     this.#pump();
@@ -520,7 +471,7 @@ export class SmtpFront {
   #lastCR = false;
 
   #push(part: Buffer): void {
-    if (this.#dataReply !== undefined) return; // the hook is done: dropped until the dot
+    if (this.#dataReply !== undefined) return; // the session is done: dropped until the dot
     if (!this.#body!.push(part)) this.#socket.pause();
   }
 
@@ -528,27 +479,28 @@ export class SmtpFront {
     this.#dataEnded = true;
     this.#body?.push(null);
     this.#mode = 'command';
-    this.#busy = true; // still: the reply waits for the hook
+    this.#busy = true; // still: the reply waits for the session
     this.#pending = rest.length > 0 ? rest : EMPTY;
     if (this.#dataReply !== undefined) this.#finishData();
   }
 
-  // ---- async hooks ----
+  // ---- the session's answers ----
 
-  #await<T>(p: Promise<T>, then: (v: T) => void, what: string): void {
+  /** The session's reply to MAIL or RCPT; nothing else is read until it is written. */
+  #await(p: Promise<Reply>, what: string): void {
     this.#busy = true;
     p.then(
-      (v) => {
+      (r) => {
         if (this.#mode === 'closed') return;
         this.#busy = false;
-        then(v);
+        this.#say(r);
         this.#socket.resume();
         this.#pump();
       },
       (err: unknown) => {
         if (this.#mode === 'closed') return;
         this.#busy = false;
-        this.#hooks.problem(this, `${what} failed unexpectedly`, { err });
+        this.#session.problem(`${what} failed unexpectedly`, { err });
         this.#say(reply(451, '4.3.0', 'Error: internal server error'));
         this.#socket.resume();
         this.#pump();
@@ -559,8 +511,9 @@ export class SmtpFront {
   // ---- STARTTLS ----
 
   #starttls(arg: string) {
-    const context = this.secure ? undefined : this.#opts.starttls?.();
-    if (this.secure) return this.#say(reply(503, '5.5.1', 'Error: TLS already active'));
+    const encrypted = this.#session.client.secure;
+    const context = encrypted ? undefined : this.#opts.starttls?.();
+    if (encrypted) return this.#say(reply(503, '5.5.1', 'Error: TLS already active'));
     if (!context) return this.#unrecognized('STARTTLS');
     if (arg.trim() !== '') return this.#say(reply(501, '5.5.4', 'Syntax: STARTTLS'));
     this.#say(reply(220, '2.0.0', 'Ready to start TLS'));
@@ -579,15 +532,12 @@ export class SmtpFront {
     this.#socket = secure;
     secure.on('close', this.#onClose);
     secure.on('error', (err) => {
-      this.#hooks.problem(this, 'TLS failed', { err: { message: err.message } });
+      this.#session.problem('TLS failed', { err: { message: err.message } });
       secure.destroy();
       plain.destroy();
     });
     secure.once('secure', () => {
-      this.secure = true;
-      this.helo = '';
-      this.openingCommand = '';
-      this.#reset();
+      this.#session.secured();
       this.#busy = false;
       this.#watch(secure);
     });

@@ -13,8 +13,6 @@ export class ClientState {
   ticket: TarpitTicket | undefined;
   /** The tarpit delay is applied by the socket wrapper (set at admission) rather than by the hooks. */
   wrapped = false;
-  /** RCPT replies of 400 or more in this session. */
-  rejectedRecipients = 0;
   #released = false;
 
   constructor(address: string, allowed: boolean) {

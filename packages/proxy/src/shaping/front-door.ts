@@ -17,6 +17,7 @@ import { CidrList, plainAddress } from './cidr.js';
 import { ClientState } from './client-state.js';
 import { Intake } from './intake.js';
 import {
+  type Endpoint,
   PROXY_V1_PREFIX,
   PROXY_V2_SIGNATURE,
   type ProxyParse,
@@ -33,6 +34,8 @@ export interface Admission {
   id: string;
   remoteAddress: string;
   remotePort: number;
+  /** The PROXY header's destination (the address the client dialled), when one said so. */
+  destination: Endpoint | undefined;
   client: ClientState;
   log: Logger;
 }
@@ -73,6 +76,7 @@ export class FrontDoor {
     const peer = plainAddress(raw.remoteAddress ?? '');
     let address = peer;
     let port = raw.remotePort ?? 0;
+    let destination: Endpoint | undefined;
     let log = this.#d.log.child({ sid: id, client: `${peer}:${port}` });
     raw.on('error', (err) =>
       log.debug({ err: { message: err.message } }, 'client socket error before the session'),
@@ -111,6 +115,9 @@ export class FrontDoor {
         if (p.source) {
           address = plainAddress(p.source.address);
           port = p.source.port;
+        }
+        if (p.destination) {
+          destination = { address: plainAddress(p.destination.address), port: p.destination.port };
         }
         log = this.#d.log.child({ sid: id, client: `${address}:${port}`, via: peer });
         log.debug({ version: p.version }, 'PROXY header read');
@@ -190,7 +197,7 @@ export class FrontDoor {
       out = sh.tarpit.wrap(socket, sh.config.tarpit.delay);
       client.wrapped = true;
     }
-    return { socket: out, id, remoteAddress: address, remotePort: port, client, log };
+    return { socket: out, id, remoteAddress: address, remotePort: port, destination, client, log };
   }
 
   /**
@@ -216,17 +223,11 @@ export class FrontDoor {
     socket.prependListener('data', onData);
   }
 
-  /** Takes a tarpit place; false when the node's tarpit is full. */
   #enterTarpit(client: ClientState, reason: string, log: Logger): boolean {
     const sh = this.#d.shaping;
-    const ticket = sh.tarpit.enter(reason, sh.config.tarpit.maxSessions);
-    if (!ticket) {
-      log.warn({ reason, max: sh.config.tarpit.maxSessions }, 'tarpit full; refusing the session');
-      return false;
-    }
-    client.ticket = ticket;
-    log.info({ reason, delayMs: sh.config.tarpit.delay }, 'session tarpitted');
-    return true;
+    if (sh.enterTarpit(client, reason, log)) return true;
+    log.warn({ reason, max: sh.config.tarpit.maxSessions }, 'tarpit full; refusing the session');
+    return false;
   }
 
   async #admission(client: ClientState, log: Logger): Promise<Verdict> {

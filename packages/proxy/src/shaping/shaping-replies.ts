@@ -9,6 +9,7 @@ export const shapingReplies = {
   messageRate: () => reply(421, '4.7.0', 'Message rate limit exceeded, try again later'),
   tarpitFull: () => reply(421, '4.7.0', 'Too many suspect connections, try again later'),
   earlyTalker: () => reply(554, '5.5.1', 'Protocol error: you talked before the greeting'),
+  policyUnavailable: () => reply(451, '4.3.5', 'Server configuration problem, try again later'),
   dnsbl: (address: string) =>
     reply(554, '5.7.1', `Service unavailable; client [${address}] blocked using DNSBL`),
 };

@@ -7,6 +7,7 @@ import { type ClientLimits, MemoryClientLimits, RedisClientLimits } from '@smtp-
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { CidrList } from './cidr.js';
+import type { ClientState } from './client-state.js';
 import { DnsblChecker } from './dnsbl.js';
 import { PolicyClient } from './policy-client.js';
 import { Tarpit } from './tarpit.js';
@@ -66,6 +67,20 @@ export class ShapingRuntime {
 
   allowed(address: string): boolean {
     return this.#allow.has(address);
+  }
+
+  /**
+   * The one way into the tarpit, at admission (front-door.ts) or midway (session-checks.ts): takes a
+   * place for `client`, or says false when the node's tarpit is full (the caller decides what then).
+   */
+  enterTarpit(client: ClientState, reason: string, log: Logger): boolean {
+    if (client.tarpitted) return true;
+    const { delay, maxSessions } = this.#config.tarpit;
+    const ticket = this.tarpit.enter(reason, maxSessions);
+    if (!ticket) return false;
+    client.ticket = ticket;
+    log.info({ reason, delayMs: delay }, 'session tarpitted');
+    return true;
   }
 
   update(config: ShapingConfig): void {

@@ -1,0 +1,163 @@
+// The in-session checks of one client, by stage (postscreen_smtpd's counterpart; the front door is
+// the stage before the greeting). Each stage gets what it needs (the transaction, read-only, and the
+// command's argument), never the session, and answers with a reply that refuses the command or with
+// nothing to let it go on:
+//   atMail          MAIL accepted by the syntax checks: the client's message rate.
+//   atRcpt          before routing and before any backend is bound: the policy service at RCPT.
+//                   A recipient check (a recipient map saying 550 5.1.1) belongs here too.
+//   afterRcptReply  the reply the client is about to get: rejected recipients lead to the tarpit.
+//   atData          the client's final dot is in, ours to the backend is held until this answers:
+//                   the policy service at END-OF-MESSAGE (a content scanner's verdict joins here).
+// `pace` holds the replies of a session tarpitted midway.
+import type { ListenerConfig } from '@smtp-lb/config';
+import type { Reply } from '@smtp-lb/upstream';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import type { Client, SmtpAddress, Transaction } from '../transaction.js';
+import type { ClientState } from './client-state.js';
+import type { PolicyVerdict } from './policy-client.js';
+import { shapingReplies } from './shaping-replies.js';
+import type { ShapingRuntime } from './shaping-runtime.js';
+
+export interface SessionChecksDeps {
+  shaping: ShapingRuntime;
+  metrics: Metrics;
+  listener: ListenerConfig;
+}
+
+export class SessionChecks {
+  readonly #d: SessionChecksDeps;
+  readonly #client: ClientState;
+  readonly #log: Logger;
+  /** RCPT replies of 400 or more in this session. */
+  #rejected = 0;
+
+  constructor(deps: SessionChecksDeps, client: ClientState, log: Logger) {
+    this.#d = deps;
+    this.#client = client;
+    this.#log = log;
+  }
+
+  /** The message rate of the client (counted at MAIL, as Postfix's anvil does). */
+  async atMail(_client: Client, _from: SmtpAddress): Promise<Reply | undefined> {
+    const { shaping } = this.#d;
+    const rate = shaping.config.limits.messageRate;
+    const client = this.#client;
+    if (client.allowed || rate.limit === 0) return undefined;
+    const hit = await shaping.limits.hit('msg', client.address, rate.limit, rate.window);
+    if (hit.ok) return undefined;
+    const action = shaping.config.limits.action;
+    this.#log.info(
+      { count: hit.count, limit: rate.limit, windowMs: rate.window, action },
+      'client over its message rate',
+    );
+    if (action === 'reject') {
+      this.#d.metrics.sessionsTotal.inc({ listener: this.#d.listener.name, outcome: 'refused-message-rate' });
+      return shapingReplies.messageRate();
+    }
+    this.#tarpit('message-rate');
+    return undefined;
+  }
+
+  /** Before the recipient is routed or any backend bound for it. */
+  async atRcpt(tx: Transaction, to: SmtpAddress): Promise<Reply | undefined> {
+    const policy = this.#d.shaping.policy;
+    if (!policy?.config.at.includes('rcpt')) return undefined;
+    const verdict = await policy.check(
+      policyRequest(tx, 'RCPT', to.address),
+      `<${to.address}>: Recipient address rejected`,
+    );
+    return this.#verdictReply(verdict, 'RCPT');
+  }
+
+  /** RCPT replies >= 400 count; at the configured number the session is tarpitted. */
+  afterRcptReply(_tx: Transaction, r: Reply): void {
+    const client = this.#client;
+    const max = this.#d.shaping.config.tarpit.rejectedRecipients;
+    if (client.allowed || r.code < 400) return;
+    this.#rejected++;
+    if (max > 0 && this.#rejected >= max && !client.tarpitted) {
+      this.#log.info({ rejected: this.#rejected, max }, 'too many rejected recipients');
+      this.#tarpit('rejected-recipients');
+    }
+  }
+
+  /** Whether atData asks anyone: without it the final dot is not held at all. */
+  get holdsFinalDot(): boolean {
+    return this.#d.shaping.policy?.config.at.includes('data') === true;
+  }
+
+  /** The client's final dot is in (`size` content bytes); ours waits for this. */
+  async atData(tx: Transaction, size: number): Promise<Reply | undefined> {
+    const policy = this.#d.shaping.policy;
+    if (!policy?.config.at.includes('data')) return undefined;
+    const verdict = await policy.check(
+      { ...policyRequest(tx, 'END-OF-MESSAGE', ''), size },
+      'Message rejected',
+    );
+    const refused = this.#verdictReply(verdict, 'END-OF-MESSAGE');
+    if (refused) {
+      this.#log.info(
+        { code: refused.code, reply: refused.lines[0] },
+        'message refused by the policy service',
+      );
+    }
+    return refused;
+  }
+
+  /** `r`, after the tarpit delay when the session was tarpitted midway. */
+  pace<T extends Reply | undefined>(r: T): T | Promise<T> {
+    const client = this.#client;
+    // A tarpit set at admission is in the socket (every reply); one set midway delays these replies.
+    if (!client.tarpitted || client.wrapped) return r;
+    const delay = this.#d.shaping.config.tarpit.delay;
+    return new Promise((resolve) => setTimeout(() => resolve(r), delay));
+  }
+
+  #tarpit(reason: string): void {
+    const { shaping } = this.#d;
+    if (shaping.enterTarpit(this.#client, reason, this.#log)) return;
+    this.#log.warn(
+      { reason, max: shaping.config.tarpit.maxSessions },
+      'tarpit full; session goes on untarpitted',
+    );
+  }
+
+  #verdictReply(verdict: PolicyVerdict, stage: string): Reply | undefined {
+    if (verdict.kind === 'reply') {
+      this.#log.info({ stage, action: verdict.action, code: verdict.reply.code }, 'policy service refused');
+      return verdict.reply;
+    }
+    if (verdict.kind === 'error') {
+      const defer = this.#d.shaping.policy?.config.onError === 'defer';
+      this.#log.warn(
+        { stage, reason: verdict.reason, onError: defer ? 'defer' : 'accept' },
+        'policy service failed',
+      );
+      return defer ? shapingReplies.policyUnavailable() : undefined;
+    }
+    this.#log.debug({ stage, action: verdict.action }, 'policy service answered');
+    return undefined;
+  }
+}
+
+/** Postfix policy delegation attributes (SMTPD_POLICY_README) for one stage of `tx`. */
+function policyRequest(tx: Transaction, state: string, recipient: string): Record<string, string | number> {
+  const size = tx.mail.args.SIZE;
+  const client = tx.client;
+  return {
+    request: 'smtpd_access_policy',
+    protocol_state: state,
+    protocol_name: client.proto === 'ESMTP' ? 'ESMTP' : 'SMTP',
+    client_address: client.address,
+    client_name: 'unknown',
+    reverse_client_name: 'unknown',
+    helo_name: client.helo,
+    sender: tx.mail.address,
+    recipient,
+    recipient_count: tx.recipients.length,
+    queue_id: '',
+    instance: tx.id,
+    size: typeof size === 'string' ? size : 0,
+  };
+}
