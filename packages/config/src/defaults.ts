@@ -28,6 +28,21 @@ export const DEFAULTS = {
   log: { level: 'info' },
   drainTimeout: '30s',
   proxyProtocol: { timeout: '10s' },
+  auth: {
+    role: 'inbound',
+    allowPlaintext: false,
+    cacheTtl: '0s',
+    httpTimeout: '2s',
+    backendTimeout: '10s',
+    failures: { perClient: 10, perUser: 10, window: '15m', action: 'reject' },
+  },
+  senders: {
+    rateLimit: 0,
+    window: '1h',
+    sessions: 0,
+    onExceed: 'reject',
+    ownAddresses: true,
+  },
   shaping: {
     limits: {
       sessionsPerAddress: 0,

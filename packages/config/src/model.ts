@@ -38,8 +38,39 @@ export interface ListenerProxyProtocol {
   timeout: number;
 }
 
+export type ListenerRole = 'inbound' | 'submission' | 'outbound';
+export type AuthVerify = 'backend' | 'file' | 'http';
+
+export interface AuthFailuresConfig {
+  /** Failed AUTH per client address per window, cluster-wide; 0 is off. */
+  perClient: number;
+  /** Failed AUTH per user name per window, cluster-wide; 0 is off. */
+  perUser: number;
+  window: number;
+  action: 'reject' | 'tarpit';
+}
+
+export interface ListenerAuthConfig {
+  /** MAIL needs a successful AUTH first. */
+  required: boolean;
+  verify: AuthVerify;
+  /** htpasswd file (bcrypt lines), for verify: file. */
+  file?: string;
+  http?: { url: string; timeout: number };
+  /** verify: backend: the whole SASL exchange with the backend (ms). */
+  timeout: number;
+  /** AUTH offered without TLS (loopback tests). */
+  allowPlaintext: boolean;
+  /** Successful verifications remembered this long (ms); 0 is off. */
+  cacheTtl: number;
+  failures: AuthFailuresConfig;
+}
+
 export interface ListenerConfig {
   name: string;
+  role: ListenerRole;
+  /** SASL AUTH (submission and outbound listeners only). */
+  auth?: ListenerAuthConfig;
   listen: HostPort;
   /** Greeting and EHLO name. */
   hostname: string;
@@ -237,6 +268,12 @@ export interface ShapingConfig {
   policy?: PolicyConfig;
 }
 
+export interface SendersConfig {
+  limits: { messages: RateLimit; recipients: RateLimit; sessions: number };
+  onExceed: 'reject' | 'suspend';
+  ownAddresses: boolean;
+}
+
 export interface SmtpLbConfig {
   node: { id: string };
   listeners: ListenerConfig[];
@@ -252,4 +289,6 @@ export interface SmtpLbConfig {
   drainTimeout: number;
   /** Per-client limits, tarpit, early talkers, DNSBL and the policy service (all off by default). */
   shaping: ShapingConfig;
+  /** Per authenticated user, cluster-wide: limits, suspension, own addresses. */
+  senders: SendersConfig;
 }

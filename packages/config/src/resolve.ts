@@ -6,6 +6,8 @@ import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { DEFAULTS, MIN_LEASE_TTL } from './defaults.js';
 import type { Issues, PathSegment } from './errors.js';
 import type {
+  AuthFailuresConfig,
+  AuthVerify,
   BackendTimeouts,
   BackendTlsSettings,
   BalancingConfig,
@@ -13,11 +15,14 @@ import type {
   DnsblConfig,
   HostPort,
   LedgerConfig,
+  ListenerAuthConfig,
   ListenerConfig,
+  ListenerRole,
   PolicyConfig,
   PoolConfig,
   RateLimit,
   RouteConfig,
+  SendersConfig,
   ShapingAction,
   ShapingConfig,
   SmtpLbConfig,
@@ -106,6 +111,90 @@ class Resolver {
       log: { level: (str(obj(raw.log).level) ?? DEFAULTS.log.level) as SmtpLbConfig['log']['level'] },
       drainTimeout: this.duration(['drainTimeout'], raw.drainTimeout, DEFAULTS.drainTimeout),
       shaping: this.shaping(obj(raw.shaping)),
+      senders: this.senders(obj(raw.senders)),
+    };
+  }
+
+  private senders(raw: Obj): SendersConfig {
+    const d = DEFAULTS.senders;
+    const limits = obj(raw.limits);
+    const rate = (key: string): RateLimit => {
+      const r = obj(limits[key]);
+      return {
+        limit: num(r.limit, d.rateLimit),
+        window: this.duration(['senders', 'limits', key, 'window'], r.window, d.window, '1s'),
+      };
+    };
+    return {
+      limits: {
+        messages: rate('messages'),
+        recipients: rate('recipients'),
+        sessions: num(limits.sessions, d.sessions),
+      },
+      onExceed: (str(raw.onExceed) ?? d.onExceed) as SendersConfig['onExceed'],
+      ownAddresses: typeof raw.ownAddresses === 'boolean' ? raw.ownAddresses : d.ownAddresses,
+    };
+  }
+
+  /** AUTH belongs to submission and outbound listeners; a submission listener cannot do without it. */
+  private auth(
+    at: PathSegment[],
+    raw: Obj,
+    role: ListenerRole,
+    hasTls: boolean,
+  ): ListenerAuthConfig | undefined {
+    const present = isPlainObject(raw.auth);
+    if (role === 'inbound') {
+      if (present)
+        this.issues.add(
+          [...at, 'auth'],
+          'ECONFLICT',
+          'AUTH is never offered on an inbound listener (set role: submission or outbound)',
+        );
+      return undefined;
+    }
+    if (!present) {
+      if (role === 'submission')
+        this.issues.add([...at, 'auth'], 'EREQUIRED', 'a submission listener needs auth');
+      return undefined;
+    }
+    const a = obj(raw.auth);
+    const d = DEFAULTS.auth;
+    const verify = (str(a.verify) ?? 'file') as AuthVerify;
+    if (verify === 'file' && a.file === undefined)
+      this.issues.add([...at, 'auth', 'file'], 'EREQUIRED', 'verify: file needs file');
+    if (verify === 'http' && !isPlainObject(a.http))
+      this.issues.add([...at, 'auth', 'http'], 'EREQUIRED', 'verify: http needs http.url');
+    const allowPlaintext = a.allowPlaintext === true;
+    if (!hasTls && !allowPlaintext) {
+      this.issues.add(
+        [...at, 'auth'],
+        'EREQUIRED',
+        'AUTH is offered only under TLS: set tls, or auth.allowPlaintext for loopback tests',
+      );
+    }
+    const http = isPlainObject(a.http) ? a.http : undefined;
+    const f = obj(a.failures);
+    return {
+      required: typeof a.required === 'boolean' ? a.required : role === 'submission',
+      verify,
+      ...optional('file', a.file === undefined ? undefined : this.file(a.file)),
+      ...optional(
+        'http',
+        http && {
+          url: this.parsed([...at, 'auth', 'http', 'url'], parseUrl(http.url, ['http:', 'https:']), ''),
+          timeout: this.duration([...at, 'auth', 'http', 'timeout'], http.timeout, d.httpTimeout, '1ms'),
+        },
+      ),
+      timeout: this.duration([...at, 'auth', 'timeout'], a.timeout, d.backendTimeout, '1ms'),
+      allowPlaintext,
+      cacheTtl: this.duration([...at, 'auth', 'cacheTtl'], a.cacheTtl, d.cacheTtl),
+      failures: {
+        perClient: num(f.perClient, d.failures.perClient),
+        perUser: num(f.perUser, d.failures.perUser),
+        window: this.duration([...at, 'auth', 'failures', 'window'], f.window, d.failures.window, '1s'),
+        action: (str(f.action) ?? d.failures.action) as AuthFailuresConfig['action'],
+      },
     };
   }
 
@@ -191,8 +280,12 @@ class Resolver {
   private listener(at: PathSegment[], raw: Obj, poolNames: string[] | undefined): ListenerConfig {
     const tls = isPlainObject(raw.tls) ? raw.tls : undefined;
     const proxy = isPlainObject(raw.proxyProtocol) ? raw.proxyProtocol : undefined;
+    const role = (str(raw.role) ?? DEFAULTS.auth.role) as ListenerRole;
+    const auth = this.auth(at, raw, role, tls !== undefined);
     return {
       name: str(raw.name) ?? '',
+      role,
+      ...optional('auth', auth),
       listen: this.address([...at, 'listen'], raw.listen, true),
       hostname: str(raw.hostname) ?? this.host,
       pool: this.listenerPool([...at, 'pool'], raw.pool, poolNames),

@@ -117,12 +117,83 @@ function Text(description: string, extra: Record<string, unknown> = {}) {
 }
 
 const TLS_MODES = ['none', 'opportunistic', 'required'] as const;
+const SHAPING_ACTIONS = ['reject', 'tarpit'] as const;
 const XCLIENT_MODES = ['auto', 'off'] as const;
 const PROXY_VERSIONS = ['off', 'v1', 'v2'] as const;
+
+const AU = DEFAULTS.auth;
+
+/** SASL AUTH on a submission or outbound listener (issue 13). */
+export const ListenerAuthSchema = Closed(
+  {
+    required: Type.Boolean({
+      description: 'MAIL needs a successful AUTH first (530 5.7.0).',
+      defaultText: 'true on `submission`, false on `outbound`',
+    }),
+    verify: OneOf(
+      ['backend', 'file', 'http'],
+      "Who checks the credentials: a backend MTA of the listener's pool (SASL), an htpasswd file, or an HTTP service.",
+    ),
+    file: Text(
+      'htpasswd file with bcrypt lines (`htpasswd -B`), for `verify: file`; re-read on change and SIGHUP.',
+      {
+        syntax: 'path',
+      },
+    ),
+    http: Closed(
+      {
+        url: Type.String({
+          description:
+            'Auth service in the spirit of nginx `auth_http`, for `verify: http` (see the proxy README).',
+          syntax: 'URL',
+        }),
+        timeout: Duration('No answer within this: 454 4.7.0.', AU.httpTimeout),
+      },
+      ['url'],
+    ),
+    timeout: Duration(
+      '`verify: backend`: the whole SASL exchange with the backend, else 454 4.7.0.',
+      AU.backendTimeout,
+    ),
+    allowPlaintext: Type.Boolean(
+      withDefault(
+        'Offer AUTH without TLS (loopback test setups only); otherwise 538 5.7.11.',
+        AU.allowPlaintext,
+      ),
+    ),
+    cacheTtl: Duration(
+      'Successful verifications are remembered this long (keyed by a hash, never the password); 0 is off.',
+      AU.cacheTtl,
+    ),
+    failures: Closed(
+      {
+        perClient: Count(
+          'Failed AUTH per client address and window, cluster-wide; then 421 4.7.0 (or the tarpit); 0 is off.',
+          AU.failures.perClient,
+        ),
+        perUser: Count('Failed AUTH per user name and window, cluster-wide; 0 is off.', AU.failures.perUser),
+        window: Duration('Length of the sliding window (at least 1s).', AU.failures.window),
+        action: OneOf(
+          SHAPING_ACTIONS,
+          'Over a limit: 421 4.7.0 and close, or the tarpit.',
+          AU.failures.action,
+        ),
+      },
+      [],
+    ),
+  },
+  ['verify'],
+);
 
 export const ListenerSchema = Closed(
   {
     name: Name('Listener name, used in metrics, logs and routes.'),
+    role: OneOf(
+      ['inbound', 'submission', 'outbound'],
+      'inbound: MX side, no AUTH; submission: AUTH required (587, 465); outbound: intercepted port 25, AUTH optional.',
+      AU.role,
+    ),
+    auth: ListenerAuthSchema,
     listen: Address('Address and port to accept SMTP on; port 0 takes a free port.'),
     hostname: Domain('Name in the greeting and the EHLO reply.', { defaultText: 'the machine host name' }),
     pool: Name('Pool for recipients no route matches.', { defaultText: 'the only pool, when there is one' }),
@@ -297,7 +368,6 @@ export const RouteSchema = Closed(
   ['pool'],
 );
 
-const SHAPING_ACTIONS = ['reject', 'tarpit'] as const;
 const SH = DEFAULTS.shaping;
 
 function Cidr(description: string) {
@@ -439,6 +509,44 @@ export const ShapingSchema = Closed(
   { description: 'Traffic shaping: per-client limits, tarpit, early talkers, DNSBL, policy service.' },
 );
 
+const SE = DEFAULTS.senders;
+
+function SenderRate(what: string) {
+  return Closed(
+    {
+      limit: Count(`${what} per window and authenticated user, cluster-wide; 0 is off.`, SE.rateLimit),
+      window: Duration('Length of the sliding window (at least 1s).', SE.window),
+    },
+    [],
+  );
+}
+
+export const SendersSchema = Closed(
+  {
+    limits: Closed(
+      {
+        messages: SenderRate('Messages (MAIL FROM)'),
+        recipients: SenderRate('Recipients (RCPT TO)'),
+        sessions: Count('Concurrent sessions per user, cluster-wide; 0 is off.', SE.sessions),
+      },
+      [],
+    ),
+    onExceed: OneOf(
+      ['reject', 'suspend'],
+      'Over a limit: 450 4.7.1 for now, or suspend the user cluster-wide (554 5.7.1 until lifted by the admin API).',
+      SE.onExceed,
+    ),
+    ownAddresses: Type.Boolean(
+      withDefault(
+        "MAIL FROM must be the user's address, one the verifier listed, or of the user's domain (553 5.7.1).",
+        SE.ownAddresses,
+      ),
+    ),
+  },
+  [],
+  { description: 'Per authenticated user, cluster-wide: limits, suspension, sender addresses.' },
+);
+
 export const ConfigFileSchema = Closed(
   {
     node: Closed(
@@ -545,6 +653,7 @@ export const ConfigFileSchema = Closed(
       DEFAULTS.drainTimeout,
     ),
     shaping: ShapingSchema,
+    senders: SendersSchema,
   },
   ['listeners', 'pools'],
 );

@@ -200,3 +200,44 @@ test('bad shaping settings', T, () => {
   assert.match(errorAt(errors, 'shaping.dnsbl.resolvers[0]').message, /host:port/);
   assert.equal(errorAt(errors, 'shaping.policy.at[0]').message, 'expected one of rcpt, data, got "mail"');
 });
+
+test(
+  'AUTH settings: only on submission and outbound listeners, only under TLS, with what the verifier needs',
+  T,
+  () => {
+    const errors = errorsOf(`listeners:
+  - name: mx
+    listen: 127.0.0.1:25
+    auth: { verify: file, file: /u }
+  - name: sub
+    listen: 127.0.0.1:587
+    role: submission
+  - name: out
+    listen: 127.0.0.1:2525
+    role: outbound
+    auth: { verify: file }
+  - name: api
+    listen: 127.0.0.1:2526
+    role: submission
+    tls: { cert: /c, key: /k }
+    auth: { verify: http, failures: { window: 10ms } }
+  - name: bad
+    listen: 127.0.0.1:2527
+    role: relay
+pools:
+  default:
+    static: [{ address: 127.0.0.1:2600 }]
+senders: { onExceed: ban, limits: { messages: { window: 1ms } } }
+`);
+    const at = (path: string) => errorAt(errors, path).message;
+    assert.match(at('listeners[0].auth'), /never offered on an inbound listener/);
+    assert.equal(at('listeners[1].auth'), 'a submission listener needs auth');
+    assert.equal(at('listeners[2].auth.file'), 'verify: file needs file');
+    assert.match(at('listeners[2].auth'), /only under TLS/);
+    assert.equal(at('listeners[3].auth.http'), 'verify: http needs http.url');
+    assert.equal(at('listeners[3].auth.failures.window'), 'must be at least 1s');
+    assert.match(at('listeners[4].role'), /inbound.*submission.*outbound/);
+    assert.match(at('senders.onExceed'), /reject.*suspend/);
+    assert.equal(at('senders.limits.messages.window'), 'must be at least 1s');
+  },
+);

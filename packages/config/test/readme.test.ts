@@ -66,6 +66,12 @@ test('every default in the table is what the loader applies', T, () => {
     pool: default
     tls: { cert: /c.pem, key: /k.pem }
     proxyProtocol: { trusted: [10.0.0.0/8] }
+  - name: submission
+    listen: 127.0.0.1:2587
+    pool: default
+    role: submission
+    tls: { cert: /c.pem, key: /k.pem }
+    auth: { verify: http, http: { url: http://127.0.0.1:8080/auth } }
 pools:
   default:
     static: [{ address: 127.0.0.1:25 }]
@@ -80,7 +86,9 @@ shaping:
   let checked = 0;
   for (const row of referenceRows()) {
     if (row.defaultValue === undefined) continue;
-    const path = row.key.replace(/\[\]/g, '.0').replace('<name>', 'default').split('.');
+    // The first listener is inbound (role's default); AUTH settings are the submission listener's.
+    const index = row.key.startsWith('listeners[].auth.') ? '.1' : '.0';
+    const path = row.key.replace(/\[\]/g, index).replace('<name>', 'default').split('.');
     let actual: unknown = resolved;
     for (const p of path) actual = (actual as Record<string, unknown>)[p];
     // `pools.<name>.tls` is a mode or a map; the default is the mode of the resolved map.

@@ -14,6 +14,7 @@ test('a minimal file gets every default', T, () => {
     listeners: [
       {
         name: 'smtp',
+        role: 'inbound',
         listen: { host: '127.0.0.1', port: 2525 },
         hostname: 'host1',
         pool: 'default',
@@ -55,6 +56,15 @@ test('a minimal file gets every default', T, () => {
       tarpit: { delay: 10_000, maxSessions: 10_000, rejectedRecipients: 0 },
       greeting: { delay: 0, earlyTalker: 'reject' },
     },
+    senders: {
+      limits: {
+        messages: { limit: 0, window: 3_600_000 },
+        recipients: { limit: 0, window: 3_600_000 },
+        sessions: 0,
+      },
+      onExceed: 'reject',
+      ownAddresses: true,
+    },
   });
 });
 
@@ -79,6 +89,27 @@ test("the full example resolves to the file's values", T, () => {
   assert.deepEqual(submission?.listen, { host: '::', port: 465 });
   assert.equal(submission?.tls?.implicit, true);
   assert.equal(submission?.pool, 'sales');
+  assert.equal(inbound?.role, 'inbound');
+  assert.equal(inbound?.auth, undefined);
+  assert.equal(submission?.role, 'submission');
+  assert.deepEqual(submission?.auth, {
+    required: true,
+    verify: 'http',
+    http: { url: 'https://auth.example.com/smtp', timeout: 3000 },
+    timeout: 10_000,
+    allowPlaintext: false,
+    cacheTtl: 60_000,
+    failures: { perClient: 20, perUser: 5, window: 600_000, action: 'tarpit' },
+  });
+  assert.deepEqual(c.senders, {
+    limits: {
+      messages: { limit: 500, window: 3_600_000 },
+      recipients: { limit: 2000, window: 3_600_000 },
+      sessions: 10,
+    },
+    onExceed: 'suspend',
+    ownAddresses: false,
+  });
 
   const def = c.pools.default!;
   assert.deepEqual(def.static, [
