@@ -5,4 +5,5 @@ export { checkReply, LedgerError, type LedgerErrorCode, ReplyCode, scriptError }
 export { MemoryLedger } from './memory-ledger.js';
 export { type BackendKeys, RedisKeys } from './redis-keys.js';
 export { type LedgerLogger, RedisLedger, type RedisLedgerOptions } from './redis-ledger.js';
+export * from './suspensions-redis.js';
 export type * from './types.js';
