@@ -23,7 +23,12 @@ export * from './client-limits.js';
 /** Bump when a client-limits script's keys, arguments or replies change. */
 export const CLIENT_LIMITS_SCRIPT_VERSION = 1;
 
-export type ClientLimitsScript = 'session-open' | 'session-close' | 'session-renew' | 'rate-hit';
+export type ClientLimitsScript =
+  | 'session-open'
+  | 'session-close'
+  | 'session-renew'
+  | 'rate-hit'
+  | 'rate-peek';
 
 export function clientLimitsCommand(
   name: ClientLimitsScript,
@@ -174,10 +179,24 @@ export class RedisClientLimits implements ClientLimits {
     return { ok: true, slot, address: a, prefix: p };
   }
 
-  async hit(kind: string, key: string, limit: number, windowMs: number): Promise<RateResult> {
+  hit(kind: string, key: string, limit: number, windowMs: number): Promise<RateResult> {
+    return this.#rate('rate-hit', kind, key, limit, windowMs);
+  }
+
+  peek(kind: string, key: string, limit: number, windowMs: number): Promise<RateResult> {
+    return this.#rate('rate-peek', kind, key, limit, windowMs);
+  }
+
+  async #rate(
+    script: 'rate-hit' | 'rate-peek',
+    kind: string,
+    key: string,
+    limit: number,
+    windowMs: number,
+  ): Promise<RateResult> {
     const k = `${this.#o.keyPrefix}:rate:{${kind}:${key.replaceAll('}', '%7D')}}`;
     try {
-      const [code, count] = (await this.#run('rate-hit', [k, windowMs, limit])) as [number, number];
+      const [code, count] = (await this.#run(script, [k, windowMs, limit])) as [number, number];
       return { ok: code === ReplyCode.ok, count };
     } catch {
       return { ok: true, count: 0 };

@@ -41,6 +41,8 @@ export interface ClientLimits {
    * Postfix's anvil counts refused connections: a client has to slow down to get back in.
    */
   hit(kind: string, key: string, limit: number, windowMs: number): Promise<RateResult>;
+  /** Whether one more event of `kind` for `key` would be over `limit`, without counting one. */
+  peek(kind: string, key: string, limit: number, windowMs: number): Promise<RateResult>;
   close(): Promise<void>;
 }
 
@@ -59,6 +61,19 @@ export class SlidingWindow {
       this.window = idx;
     }
     this.current += 1;
+    return this.estimate(now, windowMs);
+  }
+
+  /** The estimate at `now` without counting an event. */
+  peek(now: number, windowMs: number): number {
+    const idx = Math.floor(now / windowMs);
+    if (idx === this.window) return this.estimate(now, windowMs);
+    const previous = idx === this.window + 1 ? this.current : 0;
+    return (previous * (windowMs - (now - idx * windowMs))) / windowMs;
+  }
+
+  private estimate(now: number, windowMs: number): number {
+    const idx = Math.floor(now / windowMs);
     const elapsed = now - idx * windowMs;
     return (this.previous * (windowMs - elapsed)) / windowMs + this.current;
   }
@@ -110,6 +125,12 @@ export class MemoryClientLimits implements ClientLimits {
       for (const [k, e] of this.#rates) if (e.expires <= now) this.#rates.delete(k);
     // Decided on the unrounded estimate: four quick events across a window edge are still four.
     return { ok: estimate <= limit, count };
+  }
+
+  async peek(kind: string, key: string, limit: number, windowMs: number): Promise<RateResult> {
+    const entry = this.#rates.get(`${kind}\u0000${key}`);
+    const estimate = entry ? entry.w.peek(this.#now(), windowMs) : 0;
+    return { ok: estimate + 1 <= limit, count: Math.floor(estimate) };
   }
 
   async close(): Promise<void> {

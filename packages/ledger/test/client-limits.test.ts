@@ -62,6 +62,19 @@ describe('MemoryClientLimits', () => {
     assert.deepEqual(await m.hit('edge', 'a', 3, 1000), { ok: false, count: 3 });
   });
 
+  it('peek tells whether one more event would be over the limit, without counting it', async () => {
+    let now = 10_000;
+    const m = new MemoryClientLimits({ now: () => now });
+    assert.deepEqual(await m.peek('fail', 'a', 2, 1000), { ok: true, count: 0 });
+    await m.hit('fail', 'a', 2, 1000);
+    assert.deepEqual(await m.peek('fail', 'a', 2, 1000), { ok: true, count: 1 });
+    await m.hit('fail', 'a', 2, 1000);
+    assert.deepEqual(await m.peek('fail', 'a', 2, 1000), { ok: false, count: 2 });
+    assert.deepEqual(await m.peek('fail', 'a', 2, 1000), { ok: false, count: 2 }, 'peeking counts nothing');
+    now += 2500;
+    assert.deepEqual(await m.peek('fail', 'a', 2, 1000), { ok: true, count: 0 });
+  });
+
   it('SlidingWindow forgets a window that is not the one just before', () => {
     const w = new SlidingWindow();
     assert.equal(w.hit(0, 100), 1);
@@ -87,6 +100,7 @@ describe('RedisClientLimits against Redis', { timeout: 60_000 }, () => {
     const scripts = loadClientLimitsScripts();
     assert.deepEqual(scripts.map((s) => s.name).sort(), [
       'rate-hit',
+      'rate-peek',
       'session-close',
       'session-open',
       'session-renew',
@@ -109,6 +123,20 @@ describe('RedisClientLimits against Redis', { timeout: 60_000 }, () => {
       await sessionCaps(a, b);
     } finally {
       await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('peek in Redis agrees with hit and counts nothing', async () => {
+    const a = await make('node-a', uniquePrefix('peek'));
+    try {
+      assert.deepEqual(await a.peek('fail', 'u', 2, 60_000), { ok: true, count: 0 });
+      await a.hit('fail', 'u', 2, 60_000);
+      await a.hit('fail', 'u', 2, 60_000);
+      assert.deepEqual(await a.peek('fail', 'u', 2, 60_000), { ok: false, count: 2 });
+      assert.deepEqual(await a.peek('fail', 'u', 2, 60_000), { ok: false, count: 2 });
+      assert.deepEqual(await a.hit('fail', 'u', 2, 60_000), { ok: false, count: 3 });
+    } finally {
+      await a.close();
     }
   });
 

@@ -283,6 +283,18 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     return op.promise;
   }
 
+  authenticate(user: string, password: string): Promise<Reply> {
+    if (this.busy) return this.busyError('auth');
+    const op = new Request('rset');
+    this.busy = 'auth';
+    const token = Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64');
+    // The command carries the password: the waiter's `command` shows up in errors and logs, so it is
+    // named without it.
+    const w = new Waiter('auth', 'AUTH PLAIN', op);
+    this.send(w, this.opts.timeouts.command, `AUTH PLAIN ${token}`);
+    return op.promise;
+  }
+
   /** QUIT, a short wait for the 221, then the socket is closed. Never rejects. */
   quit(): Promise<void> {
     if (this.closed) return Promise.resolve();
@@ -710,7 +722,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
   }
 
   /** Queues `w`, arms its deadline and writes its command; on a closed connection its op rejects. */
-  private send(w: Waiter, timeoutMs: number): void {
+  private send(w: Waiter, timeoutMs: number, line = w.command): void {
     if (this.closed) {
       const op = w.op;
       if (op.kind === 'quit') {
@@ -721,7 +733,7 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     }
     this.waiters.push(w);
     this.arm(w, timeoutMs);
-    if (w.command !== '') this.socket.write(`${w.command}\r\n`);
+    if (line !== '') this.socket.write(`${line}\r\n`);
   }
 
   /** One timer per connection: it is moved only when `w` is due before it; timeUp() re-arms it. */

@@ -75,6 +75,7 @@ export type Stage =
   | 'ehlo'
   | 'starttls'
   | 'xclient'
+  | 'auth'
   | 'mail'
   | 'rcpt'
   | 'data'
@@ -106,6 +107,11 @@ export interface UpstreamConnection extends EventEmitter {
   envelope(mail: MailCommand | undefined, rcpts: MailCommand[]): Promise<{ mail?: Reply; rcpts: Reply[] }>;
   data(body: Readable, opts: DataOptions): Promise<Reply>;
   rset(): Promise<Reply>;
+  /**
+   * AUTH PLAIN with an initial response (RFC 4954, RFC 4616): the backend's reply (235 on success,
+   * 535 for bad credentials, 4xx for a temporary failure). Only between transactions.
+   */
+  authenticate(user: string, password: string): Promise<Reply>;
   quit(): Promise<void>;
   destroy(): void;
 }
