@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # `npm run bench`: installs what the benchmarks drive (Postfix's smtp-source/smtp-sink, HAProxy,
-# Redis, nginx with its mail module), raises the open-files limit for the idle-sessions run, builds
-# the workspace and runs test/bench, which writes BENCHMARKS.md. Loopback traffic only; every process
-# it starts is stopped at the end, also on failure (testkit kills its process groups on exit).
+# Redis, nginx with its mail module) and Node.js 24, raises the open-files limit for the idle-sessions
+# run, builds the workspace and runs test/bench, which writes BENCHMARKS.md. Loopback traffic only;
+# every process it starts is stopped at the end, also on failure (testkit kills its process groups on
+# exit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+node24_on_path
 
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 

@@ -16,7 +16,7 @@ PINS=(
   'github.com/hashicorp/consul/proto-public v0.2.1'
 )
 
-go_tool_cached consul "$CONSUL_VERSION" consul
+tool_cached consul "$CONSUL_VERSION" consul
 
 if ! command -v go >/dev/null 2>&1; then
   echo "build-consul: Go is not installed (no 'go' on PATH); install Go >= 1.20 to build the Consul agent" >&2

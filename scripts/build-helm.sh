@@ -9,7 +9,7 @@ set -euo pipefail
 HELM_VERSION=v3.19.5
 GO_MIN=1.24 # the `go` line of that release's go.mod
 
-go_tool_cached helm "$HELM_VERSION" helm
+tool_cached helm "$HELM_VERSION" helm
 if [ "${1:-}" = "--check" ]; then
   echo "build-helm: Helm ${HELM_VERSION} is not built yet ($bin); run: bash scripts/build-helm.sh (a few minutes)" >&2
   exit 1

@@ -13,10 +13,10 @@ no_service_starts() {
   fi
 }
 
-# A Go-built tool, cached per machine by version: sets `cache_dir` and `bin`
+# A tool cached per machine by version: sets `cache_dir` and `bin`
 # ($SMTP_LB_CACHE or ~/.cache/smtp-lb, then NAME/VERSION/BINARY), and when the binary is already
-# there prints its path and exits. Usage: go_tool_cached NAME VERSION BINARY
-go_tool_cached() {
+# there prints its path and exits. Usage: tool_cached NAME VERSION BINARY
+tool_cached() {
   cache_dir="${SMTP_LB_CACHE:-$HOME/.cache/smtp-lb}/$1/$2"
   bin="${cache_dir}/$3"
   if [ -x "$bin" ]; then
@@ -25,10 +25,10 @@ go_tool_cached() {
   fi
 }
 
-# Before building: takes the cache's lock (two test runs starting at once must not both build, nor
-# race on the final rename), prints and exits if the other run built it meanwhile, then enters a fresh
-# work folder (`work`, removed on exit) with Go set to use the module proxy and the local toolchain.
-go_tool_workdir() {
+# Before fetching or building: takes the cache's lock (two test runs starting at once must not both
+# build, nor race on the final rename), prints and exits if the other run made it meanwhile, then
+# enters a fresh work folder (`work`, removed on exit).
+tool_workdir() {
   mkdir -p "$cache_dir"
   exec 9>"${cache_dir}/.lock"
   flock 9
@@ -39,7 +39,26 @@ go_tool_workdir() {
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
   cd "$work"
+}
+
+# tool_workdir, with Go set to use the module proxy and the local toolchain.
+go_tool_workdir() {
+  tool_workdir
   export GOFLAGS='-mod=mod -buildvcs=false'
   export GOTOOLCHAIN=local
   export CGO_ENABLED=0
+}
+
+# Puts Node.js 24 first on PATH (for npm, npx and every node the scripts and tests start) unless the
+# machine's own node is already 24.x; scripts/fetch-node.sh fetches it once per machine.
+# Call it from the repository root.
+node24_on_path() {
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+  if [ "$major" != 24 ]; then
+    local node_bin
+    node_bin="$(bash scripts/fetch-node.sh)"
+    PATH="$(dirname "$node_bin"):$PATH"
+    export PATH
+  fi
 }

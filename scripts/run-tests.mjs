@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Runs every compiled test file (dist/**/*.test.js) under the given roots in one `node --test`
-// run, so there is one summary. Node 20's runner takes no globs, hence the walk.
+// run, so there is one summary (and the bench/ folders are skipped, which a glob cannot say).
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';

@@ -525,7 +525,7 @@ describe('deploy/', () => {
       const dockerfile = readFileSync(join(DEPLOY, 'Dockerfile'), 'utf8');
       const stages = dockerfile.split(/^FROM /m).slice(1);
       assert.ok(stages.length >= 2, 'multi-stage');
-      for (const s of stages) assert.match(s, /^node:20-bookworm-slim\b/);
+      for (const s of stages) assert.match(s, /^node:24-bookworm-slim\b/);
       const final = stages.at(-1)!;
       assert.match(final, /npm ci --omit=dev/);
       const user = /^USER (\d+)/m.exec(final);
