@@ -11,6 +11,7 @@ import type { Reply } from '@smtp-lb/upstream';
 import { type FrontSession, parsePath, SmtpFront } from '../src/front/smtp-front.js';
 import { reply, wireReply } from '../src/replies.js';
 import type { Client, Recipient, SmtpAddress, Transaction, Writable } from '../src/transaction.js';
+import { dataCases as cases } from './data-cases.js';
 
 interface Seen {
   bodies: string[];
@@ -180,17 +181,6 @@ async function client(): Promise<{
 const nextTick = () => new Promise((r) => setImmediate(r));
 
 describe('DATA framing', () => {
-  // wire form after DATA -> content the session must see
-  const cases: Array<[string, string, string]> = [
-    ['plain', 'Subject: a\r\n\r\nhello\r\n.\r\n', 'Subject: a\r\n\r\nhello\r\n'],
-    ['empty message', '.\r\n', ''],
-    ['stuffed dot lines', '..\r\n..x\r\nmid.dle\r\n...\r\n.\r\n', '.\r\n.x\r\nmid.dle\r\n..\r\n'],
-    ['dot after bare LF is content, not the end', 'a\n.\nb\r\n.\r\n', 'a\n.\nb\r\n'],
-    ['LF.CRLF is not the end', 'a\n.\r\nb\r\n.\r\n', 'a\n.\r\nb\r\n'],
-    ['CRLF.LF is not the end', 'a\r\n.\nb\r\n.\r\n', 'a\r\n.\nb\r\n'],
-    ['CR.CR is not the end', 'a\r.\rb\r\n.\r\n', 'a\r.\rb\r\n'],
-    ['a leading dot after bare LF is un-stuffed', 'a\n..b\r\n.\r\n', 'a\n.b\r\n'],
-  ];
   for (const [name, wire, content] of cases) {
     test(`${name}: the same content for every split into two chunks`, async () => {
       const seen = fresh();

@@ -1,6 +1,6 @@
-// The SMTP server side of a session: greeting, EHLO/HELO, STARTTLS, MAIL/RCPT parsing, DATA with
-// dot-unstuffing and end-of-data detection, RSET/NOOP/QUIT/VRFY/HELP, pipelining (commands are
-// answered one at a time, in order), idle timeout. Everything after the greeting that a backend
+// The SMTP server side of a session: greeting, EHLO/HELO, STARTTLS, MAIL/RCPT parsing, DATA,
+// RSET/NOOP/QUIT/VRFY/HELP, pipelining (commands are answered one at a time, in order), idle
+// timeout. The bytes are framed by framing.ts (command lines, DATA un-stuffing and its end). Everything after the greeting that a backend
 // decides (MAIL, RCPT, DATA) goes to the session (session.ts), which owns the client's identity and
 // the transaction; its replies are written verbatim. A new SMTP command (AUTH) is a case of
 // #command here, its exchange a mode of the front, and what it learns goes to the session.
@@ -13,12 +13,12 @@
 // (a leading dot after LF is unstuffed, bare CR/LF are content for the encoder to normalise or
 // reject), command lines are capped, early/HTTP/unknown-command floods get 421, pipelined plaintext
 // after STARTTLS is discarded (RFC 3207 4.2), replies to MAIL/RCPT/DATA are the session's own.
-import type { Duplex } from 'node:stream';
-import { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { type SecureContext, TLSSocket } from 'node:tls';
 import type { Reply } from '@smtp-lb/upstream';
 import { reply, wireReply } from '../replies.js';
 import type { Client, SmtpAddress, Transaction } from '../transaction.js';
+import { CommandLines, DotReader, MAX_LINE, TOO_LONG } from './framing.js';
 
 /** What the front asks of its session; the front itself keeps only the protocol's state. */
 export interface FrontSession {
@@ -54,17 +54,11 @@ export interface FrontOptions {
   starttls?: () => SecureContext | undefined;
 }
 
-/** RFC 5321 4.5.3.1.4 says 512; smtp-server allowed 16 KiB (long ORCPT/ENVID); so do we. */
-const MAX_LINE = 16 * 1024;
 const MAX_UNKNOWN = 10;
-const CR = 0x0d;
-const LF = 0x0a;
-const DOT = 0x2e;
 const HTTP = /^(OPTIONS|GET|HEAD|POST|PUT|DELETE|TRACE|CONNECT) \/.* HTTP\/\d\.\d$/i;
 // C0 controls except TAB, and DEL, have no place in a command line.
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 const HELO_NAME = /^[\x21-\x7e]{1,255}$/;
-const EMPTY = Buffer.alloc(0);
 
 let counter = 0;
 const prefix = `${process.pid.toString(36)}${Date.now().toString(36)}`;
@@ -85,21 +79,18 @@ export class SmtpFront {
   readonly #session: FrontSession;
   #socket: Duplex;
   #mode: Mode = 'command';
-  #pending: Buffer = EMPTY;
-  /** A command is being answered by the session; input waits in #pending. */
+  readonly #lines = new CommandLines();
+  /** A command is being answered by the session; input waits in #lines. */
   #busy = false;
   #unknown = 0;
-  /** DATA: the body the session reads, and whether the last bytes seen end a line. */
-  #body: Readable | undefined;
+  readonly #dot = new DotReader();
+  /** DATA: the session's reply, held until the client's final dot is in too. */
   #dataReply: Reply | undefined;
-  #dataEnded = false;
-  #dataTail: Buffer = EMPTY;
-  #atLineStart = true;
   readonly #onData = (chunk: Buffer) => this.#receive(chunk);
   readonly #onClose = () => this.#closed();
   readonly #onTimeout = () => this.#timeout();
   readonly #onEnd = () => {
-    if (this.#body && !this.#dataEnded) this.#body.destroy(new Error('client went away during DATA'));
+    this.#dot.fail('client went away during DATA');
     this.#end();
   };
 
@@ -182,13 +173,12 @@ export class SmtpFront {
 
   #end(): void {
     if (this.#mode === 'closed') return;
-    const body = this.#body;
     this.#mode = 'closed';
-    this.#pending = EMPTY;
+    this.#lines.clear();
     this.#socket.off('data', this.#onData);
     this.#socket.end();
     this.#cutOff();
-    if (body && !this.#dataEnded) body.destroy(new Error('session ended during DATA'));
+    this.#dot.fail('session ended during DATA');
   }
 
   /** A client that does not close after our last word is cut off. */
@@ -201,10 +191,9 @@ export class SmtpFront {
 
   #closed(): void {
     clearTimeout(this.#cutOffTimer);
-    const wasData = this.#body !== undefined && !this.#dataEnded;
     this.#mode = 'closed';
-    this.#pending = EMPTY;
-    if (wasData) this.#body?.destroy(new Error('client went away during DATA'));
+    this.#lines.clear();
+    this.#dot.fail('client went away during DATA');
     this.#session.close();
   }
 
@@ -222,30 +211,23 @@ export class SmtpFront {
       return;
     }
     if (this.#mode === 'closed') return;
-    this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
+    this.#lines.push(chunk);
     this.#pump();
   }
 
   /** Answers complete command lines in order, one at a time. */
   #pump(): void {
     while (!this.#busy && !this.#blocked && this.#mode === 'command') {
-      const buf = this.#pending;
-      const lf = buf.indexOf(LF);
-      if (lf < 0) {
-        if (buf.length > MAX_LINE) this.#tooLong();
-        return;
-      }
-      if (lf > MAX_LINE) {
+      const line = this.#lines.next();
+      if (line === undefined) return;
+      if (line === TOO_LONG) {
         this.#tooLong();
         return;
       }
-      const end = lf > 0 && buf[lf - 1] === CR ? lf - 1 : lf;
-      const text = buf.toString('utf8', 0, end);
-      this.#pending = lf + 1 === buf.length ? EMPTY : buf.subarray(lf + 1);
-      this.#command(text);
+      this.#command(line);
     }
     // Pipelined input waits while the session works; a flood of it pauses the socket.
-    if ((this.#busy || this.#blocked) && this.#pending.length > MAX_LINE) this.#socket.pause();
+    if ((this.#busy || this.#blocked) && this.#lines.size > MAX_LINE) this.#socket.pause();
   }
 
   #tooLong(): void {
@@ -376,15 +358,8 @@ export class SmtpFront {
     const tx = this.#session.transaction;
     if (!tx) return this.#say(reply(503, '5.5.1', 'Error: need MAIL command'));
     if (tx.recipients.length === 0) return this.#say(reply(503, '5.5.1', 'Error: need RCPT command'));
-    const socket = this.#socket;
-    const body = new Readable({ read: () => socket.resume() });
-    this.#body = body;
+    const body = this.#dot.begin(this.#socket);
     this.#dataReply = undefined;
-    this.#dataEnded = false;
-    this.#dataTail = EMPTY;
-    this.#atLineStart = true;
-    this.#afterCRLF = true;
-    this.#lastCR = false;
     this.#busy = true;
     this.#mode = 'data';
     this.#session.data(body).then(
@@ -393,18 +368,16 @@ export class SmtpFront {
     );
     this.#say({ code: 354, lines: ['End data with <CR><LF>.<CR><LF>'] });
     // Content pipelined behind DATA (not allowed before 354, RFC 2920, but harmless) is content.
-    const rest = this.#pending;
-    this.#pending = EMPTY;
+    const rest = this.#lines.take();
     if (rest.length > 0) this.#feedData(rest);
   }
 
   /** The session answered; the reply goes out once the client's final dot is in too. */
   #dataDone(r: Reply): void {
     this.#dataReply = r;
-    if (!this.#dataEnded) {
+    if (this.#dot.reading) {
       // The session no longer reads: whatever else arrives before the dot is dropped.
-      this.#body?.removeAllListeners('data');
-      this.#body?.resume();
+      this.#dot.drop();
       return;
     }
     this.#finishData();
@@ -412,7 +385,7 @@ export class SmtpFront {
 
   #finishData(): void {
     const r = this.#dataReply!;
-    this.#body = undefined;
+    this.#dot.finish();
     this.#dataReply = undefined;
     this.#mode = this.#mode === 'closed' ? 'closed' : 'command';
     this.#busy = false;
@@ -422,65 +395,13 @@ export class SmtpFront {
     this.#pump();
   }
 
-  /**
-   * DATA content: un-stuffs a dot that starts a line (after any LF, as smtp-server did) and ends at
-   * CRLF.CRLF only (a dot line after a bare LF or CR is content); what follows the final dot is the
-   * next command. Bare CR/LF pass as content for the encoder to normalise or reject.
-   */
-  #feedData(input: Buffer): void {
-    const chunk = this.#dataTail.length > 0 ? Buffer.concat([this.#dataTail, input]) : input;
-    this.#dataTail = EMPTY;
-    const n = chunk.length;
-    let start = 0;
-    let i = 0;
-    for (;;) {
-      if (this.#atLineStart) {
-        if (i >= n) break;
-        if (chunk[i] === DOT) {
-          if (n - i < 3) {
-            // ".\r\n" or not: decided when more bytes are in.
-            if (i > start) this.#push(chunk.subarray(start, i));
-            this.#dataTail = chunk.subarray(i);
-            return;
-          }
-          if (this.#afterCRLF && chunk[i + 1] === CR && chunk[i + 2] === LF) {
-            if (i > start) this.#push(chunk.subarray(start, i));
-            this.#endData(chunk.subarray(i + 3));
-            return;
-          }
-          if (chunk[i + 1] === DOT) {
-            if (i > start) this.#push(chunk.subarray(start, i));
-            start = i + 1;
-          }
-        }
-        this.#atLineStart = false;
-      }
-      const lf = chunk.indexOf(LF, i);
-      if (lf < 0) break;
-      this.#afterCRLF = lf > 0 ? chunk[lf - 1] === CR : this.#lastCR;
-      this.#atLineStart = true;
-      i = lf + 1;
-    }
-    if (start < n) this.#push(chunk.subarray(start));
-    if (n > 0) this.#lastCR = chunk[n - 1] === CR;
-  }
-
-  /** The line that just ended ended with CRLF (data start counts as one). */
-  #afterCRLF = true;
-  /** The last content byte seen was a CR (for an LF at the start of the next chunk). */
-  #lastCR = false;
-
-  #push(part: Buffer): void {
-    if (this.#dataReply !== undefined) return; // the session is done: dropped until the dot
-    if (!this.#body!.push(part)) this.#socket.pause();
-  }
-
-  #endData(rest: Buffer): void {
-    this.#dataEnded = true;
-    this.#body?.push(null);
+  /** DATA content; at the final dot, what follows is the next command. */
+  #feedData(chunk: Buffer): void {
+    const rest = this.#dot.feed(chunk);
+    if (rest === undefined) return;
     this.#mode = 'command';
     this.#busy = true; // still: the reply waits for the session
-    this.#pending = rest.length > 0 ? rest : EMPTY;
+    if (rest.length > 0) this.#lines.push(rest);
     if (this.#dataReply !== undefined) this.#finishData();
   }
 
@@ -518,7 +439,7 @@ export class SmtpFront {
     if (arg.trim() !== '') return this.#say(reply(501, '5.5.4', 'Syntax: STARTTLS'));
     this.#say(reply(220, '2.0.0', 'Ready to start TLS'));
     // RFC 3207 4.2: nothing the client pipelined behind STARTTLS counts.
-    this.#pending = EMPTY;
+    this.#lines.clear();
     const plain = this.#socket;
     // The 220 leaves in plaintext now, before the socket is handed to TLS.
     while (plain.writableCorked > 0) plain.uncork();
