@@ -57,6 +57,18 @@ export const DEFAULTS = {
     dnsbl: { weight: 1, threshold: 1, action: 'tarpit', timeout: '2s', negativeTtl: '5m' },
     policy: { timeout: '5s', at: ['rcpt'], onError: 'accept' },
   },
+  recipientMap: {
+    cacheTtl: '1m',
+    negativeCacheTtl: '10s',
+    cacheSize: 100_000,
+    recipientDelimiter: '+',
+    timeout: '2s',
+    redisPrefix: 'smtp-lb:rcpt:',
+    ldapFilter: '(mail=%s)',
+    ldapScope: 'sub',
+    ldapConnections: 2,
+  },
+  recipients: { unknown: 'reject' },
 } as const;
 
 /** A lease shorter than this would expire between two renewals under ordinary load. */

@@ -88,6 +88,15 @@ export interface ListenerConfig {
   timeouts: ListenerTimeouts;
   /** Maximum concurrent client sessions on this listener (per node). */
   maxSessions: number;
+  /** Recipient verification at RCPT against a recipient map, before any backend is bound. */
+  recipients?: ListenerRecipients;
+}
+
+export interface ListenerRecipients {
+  /** A name in `recipientMaps`. */
+  map: string;
+  /** A recipient the map does not know: 550 5.1.1 at once, or passed on to the backend (counted only). */
+  unknown: 'reject' | 'pass';
 }
 
 export interface BackendTimeouts {
@@ -146,8 +155,11 @@ export interface PoolConfig {
 export interface RouteConfig {
   /** Exact domain or `*.example.com` (any subdomain). */
   recipientDomain?: string;
+  /** A name in `recipientMaps`: the route matches recipients the map knows. */
+  recipientMap?: string;
   senderDomain?: string;
   listener?: string;
+  /** With `recipientMap` and no pool here, each recipient's pool is the map's value (pool ''). */
   pool: string;
 }
 
@@ -274,6 +286,59 @@ export interface SendersConfig {
   ownAddresses: boolean;
 }
 
+export type LdapScope = 'base' | 'one' | 'sub';
+
+export interface LdapMapConfig {
+  /** `ldap://host:port` or `ldaps://host:port`. */
+  url: string;
+  base: string;
+  /** RFC 4515 filter with `%s` (address), `%u` (local part), `%d` (domain), `%%`; values escaped. */
+  filter: string;
+  scope: LdapScope;
+  /** The attribute whose first value is the map's answer (a pool name); absent: found means known. */
+  attribute?: string;
+  bindDn?: string;
+  bindPassword?: string;
+  /** PEM file of CAs for ldaps:// or STARTTLS. */
+  ca?: string;
+  /** STARTTLS on an ldap:// URL before binding. */
+  startTls: boolean;
+  /** Check the server's certificate chain and name. */
+  verify: boolean;
+  /** Connections kept open per node, each bound once. */
+  connections: number;
+}
+
+export interface RedisMapConfig {
+  /** redis:// URL; absent together with `cluster`: no Redis (a config error). */
+  url?: string;
+  /** Seed nodes of a Redis Cluster (from `ledger.redisCluster`). */
+  cluster?: string[];
+  /** Keys mode: `GET <prefix><key>`; unused when `hash` is set. */
+  prefix: string;
+  /** Hash mode: `HGET <hash> <key>`. */
+  hash?: string;
+}
+
+/** One recipient map: exactly one of file, redis and ldap is set. */
+export interface RecipientMapConfig {
+  name: string;
+  /** Postfix-style lines `key value` (absolute path). */
+  file?: string;
+  redis?: RedisMapConfig;
+  ldap?: LdapMapConfig;
+  /** Found answers are cached per node this long (ms); 0 is no cache. */
+  cacheTtl: number;
+  /** "Not found" answers, usually shorter (ms). */
+  negativeCacheTtl: number;
+  /** Most answers cached per node. */
+  cacheSize: number;
+  /** Characters that start an address extension (`alice+tag@`); '' turns extensions off. */
+  recipientDelimiter: string;
+  /** A lookup not answered within this fails (ms). */
+  timeout: number;
+}
+
 export interface SmtpLbConfig {
   node: { id: string };
   listeners: ListenerConfig[];
@@ -291,4 +356,6 @@ export interface SmtpLbConfig {
   shaping: ShapingConfig;
   /** Per authenticated user, cluster-wide: limits, suspension, own addresses. */
   senders: SendersConfig;
+  /** Recipient maps by name (routes by map, recipient verification); absent: none. */
+  recipientMaps?: Record<string, RecipientMapConfig>;
 }

@@ -14,6 +14,7 @@ import type {
   ConsulConfig,
   DnsblConfig,
   HostPort,
+  LdapScope,
   LedgerConfig,
   ListenerAuthConfig,
   ListenerConfig,
@@ -21,6 +22,7 @@ import type {
   PolicyConfig,
   PoolConfig,
   RateLimit,
+  RecipientMapConfig,
   RouteConfig,
   SendersConfig,
   ShapingAction,
@@ -81,7 +83,12 @@ class Resolver {
       pools[name] = this.pool(['pools', name], name, obj(pool), balancing, str(consulRaw.datacenter));
     }
     const poolNames = isPlainObject(raw.pools) ? Object.keys(poolsRaw) : undefined;
-    const listeners = list(raw.listeners).map((l, i) => this.listener(['listeners', i], obj(l), poolNames));
+    const ledger = this.ledger(obj(raw.ledger));
+    const recipientMaps = this.recipientMaps(raw.recipientMaps, ledger);
+    const maps = { names: Object.keys(recipientMaps ?? {}), all: recipientMaps ?? {} };
+    const listeners = list(raw.listeners).map((l, i) =>
+      this.listener(['listeners', i], obj(l), poolNames, maps.names),
+    );
     this.checkListenerConflicts(listeners);
     const admin = {
       listen: this.address(['admin', 'listen'], obj(raw.admin).listen ?? DEFAULTS.admin.listen, true),
@@ -94,7 +101,13 @@ class Resolver {
       listeners,
       pools,
       routes: list(raw.routes).map((r, i) =>
-        this.route(['routes', i], obj(r), poolNames, Array.isArray(raw.listeners) ? listeners : undefined),
+        this.route(
+          ['routes', i],
+          obj(r),
+          poolNames,
+          Array.isArray(raw.listeners) ? listeners : undefined,
+          maps.all,
+        ),
       ),
       balancing,
       admission: {
@@ -105,13 +118,14 @@ class Resolver {
         ),
         maxWaiting: num(obj(raw.admission).maxWaiting, DEFAULTS.admission.maxWaiting),
       },
-      ledger: this.ledger(obj(raw.ledger)),
+      ledger,
       ...optional('consul', raw.consul !== undefined || usesConsul ? this.consul(consulRaw) : undefined),
       admin,
       log: { level: (str(obj(raw.log).level) ?? DEFAULTS.log.level) as SmtpLbConfig['log']['level'] },
       drainTimeout: this.duration(['drainTimeout'], raw.drainTimeout, DEFAULTS.drainTimeout),
       shaping: this.shaping(obj(raw.shaping)),
       senders: this.senders(obj(raw.senders)),
+      ...optional('recipientMaps', recipientMaps),
     };
   }
 
@@ -198,6 +212,104 @@ class Resolver {
     };
   }
 
+  private recipientMaps(raw: unknown, ledger: LedgerConfig): Record<string, RecipientMapConfig> | undefined {
+    if (!isPlainObject(raw)) return undefined;
+    const maps: Record<string, RecipientMapConfig> = {};
+    for (const [name, m] of Object.entries(raw)) {
+      maps[name] = this.recipientMap(['recipientMaps', name], name, obj(m), ledger);
+    }
+    return maps;
+  }
+
+  private recipientMap(at: PathSegment[], name: string, raw: Obj, ledger: LedgerConfig): RecipientMapConfig {
+    const d = DEFAULTS.recipientMap;
+    const kinds = (['file', 'redis', 'ldap'] as const).filter((k) => raw[k] !== undefined);
+    if (kinds.length === 0) this.issues.add(at, 'EREQUIRED', 'needs file, redis or ldap');
+    if (kinds.length > 1)
+      this.issues.add(at, 'ECONFLICT', `set one of file, redis, ldap (got ${kinds.join(', ')})`);
+    const map: RecipientMapConfig = {
+      name,
+      cacheTtl: this.duration([...at, 'cacheTtl'], raw.cacheTtl, d.cacheTtl),
+      negativeCacheTtl: this.duration([...at, 'negativeCacheTtl'], raw.negativeCacheTtl, d.negativeCacheTtl),
+      cacheSize: num(raw.cacheSize, d.cacheSize),
+      recipientDelimiter: str(raw.recipientDelimiter) ?? d.recipientDelimiter,
+      timeout: this.duration([...at, 'timeout'], raw.timeout, d.timeout, '1ms'),
+    };
+    if (raw.file !== undefined) map.file = this.file(raw.file);
+    if (isPlainObject(raw.redis)) {
+      const r = raw.redis;
+      const url =
+        r.url === undefined
+          ? ledger.redis
+          : this.parsed([...at, 'redis', 'url'], parseUrl(r.url, ['redis:', 'rediss:']), '');
+      const cluster = r.url === undefined ? ledger.redisCluster : undefined;
+      if (url === undefined && cluster === undefined) {
+        this.issues.add(
+          [...at, 'redis', 'url'],
+          'EREQUIRED',
+          'required when ledger.redis and ledger.redisCluster are not set',
+        );
+      }
+      map.redis = {
+        ...optional('url', url),
+        ...optional('cluster', cluster),
+        prefix: str(r.prefix) ?? d.redisPrefix,
+        ...optional('hash', str(r.hash)),
+      };
+    }
+    if (isPlainObject(raw.ldap)) {
+      const l = raw.ldap;
+      const url = this.parsed([...at, 'ldap', 'url'], parseUrl(l.url, ['ldap:', 'ldaps:']), '');
+      const startTls = l.startTls === true;
+      if (startTls && url.startsWith('ldaps:')) {
+        this.issues.add(
+          [...at, 'ldap', 'startTls'],
+          'ECONFLICT',
+          'STARTTLS is for ldap:// URLs; ldaps:// is TLS already',
+        );
+      }
+      if ((l.bindDn === undefined) !== (l.bindPassword === undefined)) {
+        this.issues.add(
+          [...at, 'ldap', l.bindDn === undefined ? 'bindDn' : 'bindPassword'],
+          'EREQUIRED',
+          'bindDn and bindPassword go together',
+        );
+      }
+      const filter = str(l.filter) ?? d.ldapFilter;
+      const bad = /%[^sud%]|%$/.exec(filter);
+      if (bad)
+        this.issues.add(
+          [...at, 'ldap', 'filter'],
+          'EVALUE',
+          `unknown expansion "${bad[0]}" (use %s, %u, %d or %%)`,
+        );
+      map.ldap = {
+        url,
+        base: str(l.base) ?? '',
+        filter,
+        scope: (str(l.scope) ?? d.ldapScope) as LdapScope,
+        ...optional('attribute', str(l.attribute)),
+        ...optional('bindDn', str(l.bindDn)),
+        ...optional('bindPassword', str(l.bindPassword)),
+        ...optional('ca', l.ca === undefined ? undefined : this.file(l.ca)),
+        startTls,
+        verify: l.verify !== false,
+        connections: num(l.connections, d.ldapConnections),
+      };
+    }
+    return map;
+  }
+
+  private checkMapRef(at: PathSegment[], value: unknown, mapNames: string[]): void {
+    if (typeof value === 'string' && !mapNames.includes(value)) {
+      this.issues.add(
+        at,
+        'EREF',
+        `unknown recipient map "${value}" (defined: ${mapNames.join(', ') || 'none'})`,
+      );
+    }
+  }
+
   private shaping(raw: Obj): ShapingConfig {
     const d = DEFAULTS.shaping;
     const limits = obj(raw.limits);
@@ -277,11 +389,18 @@ class Resolver {
     };
   }
 
-  private listener(at: PathSegment[], raw: Obj, poolNames: string[] | undefined): ListenerConfig {
+  private listener(
+    at: PathSegment[],
+    raw: Obj,
+    poolNames: string[] | undefined,
+    mapNames: string[],
+  ): ListenerConfig {
     const tls = isPlainObject(raw.tls) ? raw.tls : undefined;
     const proxy = isPlainObject(raw.proxyProtocol) ? raw.proxyProtocol : undefined;
     const role = (str(raw.role) ?? DEFAULTS.auth.role) as ListenerRole;
     const auth = this.auth(at, raw, role, tls !== undefined);
+    const recipients = isPlainObject(raw.recipients) ? raw.recipients : undefined;
+    if (recipients) this.checkMapRef([...at, 'recipients', 'map'], recipients.map, mapNames);
     return {
       name: str(raw.name) ?? '',
       role,
@@ -329,6 +448,13 @@ class Resolver {
         ),
       },
       maxSessions: num(raw.maxSessions, DEFAULTS.listener.maxSessions),
+      ...optional(
+        'recipients',
+        recipients && {
+          map: str(recipients.map) ?? '',
+          unknown: (str(recipients.unknown) ?? DEFAULTS.recipients.unknown) as 'reject' | 'pass',
+        },
+      ),
     };
   }
 
@@ -470,18 +596,39 @@ class Resolver {
     raw: Obj,
     poolNames: string[] | undefined,
     listeners: ListenerConfig[] | undefined,
+    maps: Record<string, RecipientMapConfig>,
   ): RouteConfig {
     this.checkPoolRef([...at, 'pool'], raw.pool, poolNames);
+    const mapName = str(raw.recipientMap);
+    if (raw.recipientMap !== undefined)
+      this.checkMapRef([...at, 'recipientMap'], raw.recipientMap, Object.keys(maps));
+    if (raw.pool === undefined) {
+      const map = mapName === undefined ? undefined : maps[mapName];
+      if (mapName === undefined) this.issues.add([...at, 'pool'], 'EREQUIRED', 'required (or recipientMap)');
+      else if (map?.ldap && map.ldap.attribute === undefined) {
+        this.issues.add(
+          [...at, 'pool'],
+          'EREQUIRED',
+          `required: recipient map "${mapName}" names no pool (set its ldap.attribute, or pool here)`,
+        );
+      }
+    }
     const listener = str(raw.listener);
     if (listener !== undefined && listeners && !listeners.some((l) => l.name === listener)) {
       const names = [...new Set(listeners.map((l) => l.name))].join(', ');
       this.issues.add([...at, 'listener'], 'EREF', `unknown listener "${listener}" (defined: ${names})`);
     }
-    if (raw.recipientDomain === undefined && raw.senderDomain === undefined && raw.listener === undefined) {
-      this.issues.add(at, 'EREQUIRED', 'needs recipientDomain, senderDomain or listener');
+    if (
+      raw.recipientDomain === undefined &&
+      raw.recipientMap === undefined &&
+      raw.senderDomain === undefined &&
+      raw.listener === undefined
+    ) {
+      this.issues.add(at, 'EREQUIRED', 'needs recipientDomain, recipientMap, senderDomain or listener');
     }
     return {
       ...optional('recipientDomain', str(raw.recipientDomain)?.toLowerCase()),
+      ...optional('recipientMap', mapName),
       ...optional('senderDomain', str(raw.senderDomain)?.toLowerCase()),
       ...optional('listener', listener),
       pool: str(raw.pool) ?? '',

@@ -259,6 +259,19 @@ export const ListenerSchema = Closed(
       minimum: 1,
       ...withDefault('Concurrent sessions on this listener, per node.', DEFAULTS.listener.maxSessions),
     }),
+    recipients: Closed(
+      {
+        map: Name(
+          'Recipient map (in `recipientMaps`) every RCPT is looked up in before any backend is bound.',
+        ),
+        unknown: OneOf(
+          ['reject', 'pass'],
+          'A recipient the map does not know: 550 5.1.1 at once, or passed to the backend (counted only). A map that fails answers 451 4.3.0 either way.',
+          DEFAULTS.recipients.unknown,
+        ),
+      },
+      ['map'],
+    ),
   },
   ['name', 'listen'],
 );
@@ -356,6 +369,9 @@ export const RouteSchema = Closed(
       syntax: 'domain',
       errorMessage: 'expected a domain like example.com or *.example.com',
     }),
+    recipientMap: Name(
+      'Recipient map (in `recipientMaps`): matches recipients the map knows; without `pool` each goes to the pool the map names.',
+    ),
     senderDomain: Type.String({
       pattern: ROUTE_DOMAIN_PATTERN,
       description: 'Sender domain, same syntax.',
@@ -363,9 +379,81 @@ export const RouteSchema = Closed(
       errorMessage: 'expected a domain like example.com or *.example.com',
     }),
     listener: Name('Only sessions on this listener.'),
-    pool: Name('Pool for the recipients this route matches.'),
+    pool: Name('Pool for the recipients this route matches.', {
+      defaultText: "required, except with `recipientMap`: the map's value",
+    }),
   },
-  ['pool'],
+  [],
+);
+
+const RM = DEFAULTS.recipientMap;
+
+export const RecipientMapSchema = Closed(
+  {
+    file: Text(
+      'Postfix-style map file (`alice@example.com sales`, `@example.com default`); re-read on SIGHUP and when it changes.',
+      { syntax: 'path' },
+    ),
+    redis: Closed(
+      {
+        prefix: Text('Keys mode: the answer for a key is `GET <prefix><key>`.', {
+          defaultText: `\`${RM.redisPrefix}\``,
+        }),
+        hash: Text('Hash mode instead: `HGET <hash> <key>`.'),
+        url: Type.String({
+          description: 'Redis URL (`redis://` or `rediss://`).',
+          defaultText: '`ledger.redis` (or `ledger.redisCluster`)',
+          syntax: 'URL',
+        }),
+      },
+      [],
+    ),
+    ldap: Closed(
+      {
+        url: Type.String({
+          description: 'Directory server, `ldap://host:port` or `ldaps://host:port`.',
+          syntax: 'URL',
+        }),
+        base: Text('Search base, e.g. `ou=people,dc=example,dc=com`.'),
+        filter: Text(
+          'Search filter; `%s` is the key (address or `@domain`), `%u` its local part, `%d` its domain, `%%` a percent sign (values RFC 4515-escaped).',
+          { default: RM.ldapFilter },
+        ),
+        scope: OneOf(['base', 'one', 'sub'], 'Search scope.', RM.ldapScope),
+        attribute: Text(
+          'Attribute whose first value is the answer (the pool name); absent: any entry means the recipient exists.',
+        ),
+        bindDn: Text('DN to bind as; absent: anonymous.'),
+        bindPassword: Text('Password of `bindDn`.'),
+        ca: Text('PEM file of CAs that sign the server certificate (ldaps:// or STARTTLS).', {
+          syntax: 'path',
+        }),
+        startTls: Type.Boolean(withDefault('STARTTLS on an ldap:// URL before binding.', false)),
+        verify: Type.Boolean(withDefault("Check the server's certificate chain and name.", true)),
+        connections: Type.Integer({
+          minimum: 1,
+          maximum: 64,
+          ...withDefault('Connections per node, each bound once and used round robin.', RM.ldapConnections),
+        }),
+      },
+      ['url', 'base'],
+    ),
+    cacheTtl: Duration('Found answers are kept per node this long; 0 is no cache.', RM.cacheTtl),
+    negativeCacheTtl: Duration('"Not found" answers are kept this long.', RM.negativeCacheTtl),
+    cacheSize: Type.Integer({
+      minimum: 0,
+      ...withDefault('Most answers cached per node and map (oldest evicted first).', RM.cacheSize),
+    }),
+    recipientDelimiter: Type.String({
+      maxLength: 8,
+      ...withDefault(
+        'Characters that start an address extension: `alice+tag@` is looked up as itself, then `alice@`; empty is off.',
+        RM.recipientDelimiter,
+      ),
+    }),
+    timeout: Duration('A lookup not answered within this fails (451 4.3.0).', RM.timeout),
+  },
+  [],
 );
 
 const SH = DEFAULTS.shaping;
@@ -654,6 +742,11 @@ export const ConfigFileSchema = Closed(
     ),
     shaping: ShapingSchema,
     senders: SendersSchema,
+    recipientMaps: Type.Record(Type.String({ pattern: NAME_PATTERN }), RecipientMapSchema, {
+      ...closed,
+      description:
+        'Recipient maps by name (one of `file`, `redis`, `ldap` each): routes by map and recipient verification. Looked up as the full address, then without its extension, then `@domain`.',
+    }),
   },
   ['listeners', 'pools'],
 );

@@ -126,7 +126,7 @@ admin:
   assert.equal(at('pools.one.static[0].weight'), 'must be greater than 0, got 0');
   assert.equal(at('pools.one.static[1].address'), 'duplicate backend (also static[0])');
   assert.equal(at('pools.two.static'), 'must not be empty');
-  assert.equal(at('routes[0]'), 'needs recipientDomain, senderDomain or listener');
+  assert.equal(at('routes[0]'), 'needs recipientDomain, recipientMap, senderDomain or listener');
   assert.equal(at('admin.listen'), 'port 9090 is already taken by listeners[2]');
 });
 

@@ -66,6 +66,7 @@ test('every default in the table is what the loader applies', T, () => {
     pool: default
     tls: { cert: /c.pem, key: /k.pem }
     proxyProtocol: { trusted: [10.0.0.0/8] }
+    recipients: { map: default }
   - name: submission
     listen: 127.0.0.1:2587
     pool: default
@@ -81,6 +82,8 @@ pools:
 shaping:
   dnsbl: { zones: [{ zone: bl.example }] }
   policy: { address: 127.0.0.1:10023 }
+recipientMaps:
+  default: { ldap: { url: ldap://127.0.0.1, base: dc=example } }
 `);
   const resolved = c as unknown as Record<string, unknown>;
   let checked = 0;
