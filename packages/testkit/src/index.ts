@@ -9,5 +9,6 @@ export * from './process.js';
 export * from './redis.js';
 export * from './rspamd.js';
 export * from './seeded-random.js';
+export * from './slapd.js';
 export * from './smtp-sink.js';
 export * from './swaks.js';
