@@ -44,6 +44,12 @@ export class SmtpDialog {
     for (const w of this.#waiting.splice(0)) w();
   }
 
+  /** Every write leaves at once (no Nagle wait for the ACK of the previous one). */
+  noDelay(): this {
+    this.#socket.setNoDelay(true);
+    return this;
+  }
+
   /** Writes bytes as they are. */
   write(data: string | Buffer): void {
     this.#socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);

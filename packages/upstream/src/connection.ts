@@ -73,6 +73,8 @@ class DataOp extends Op<Reply> {
   socket?: net.Socket;
   readonly encoder: DataEncoder;
   dotSent = false;
+  /** Our final dot left for the backend (handed to the kernel): only now may the backend answer. */
+  dotFlushed = false;
   draining = false;
   blockTimer?: NodeJS.Timeout;
   constructor(
@@ -264,8 +266,9 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
   /**
    * DATA, then (after 354 only) `body` streamed through the encoder with backpressure, the final dot
    * and its reply. A 4xx/5xx to DATA resolves as-is without reading the body. On EABORTED (size,
-   * bare newline, NUL, body error) the connection is destroyed without the final dot. In every case the
-   * body is left paused and attached to nothing of ours: the caller drains it.
+   * bare newline, NUL, body error) the connection is destroyed without the final dot; so it is on any
+   * reply that arrives before our dot left (EPROTOCOL). In every case the body is left paused and
+   * attached to nothing of ours: the caller drains it.
    */
   data(body: Readable, opts: DataOptions): Promise<Reply> {
     if (this.busy) return this.busyError('data');
@@ -540,24 +543,25 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     }
   }
 
-  /** The reply to the final dot, or one the backend sent before it. */
+  /**
+   * The reply to the final dot, or one the backend sent before it. Any reply that arrives before our
+   * dot left for the backend cannot be the answer to it, whenever the client's own dot came: a lax
+   * backend says 250 to a message its parser ended early and may refuse the real one at our dot, so
+   * relaying that 250 would be a false acceptance, and an early 4xx/5xx is no more reliable. It is
+   * EPROTOCOL (the caller answers 4xx) and the connection is dropped before the dot can follow.
+   */
   private finalReply(op: DataOp, w: Waiter, reply: Reply): void {
     const cls = Math.floor(reply.code / 100);
-    if (op.dotSent && (cls === 2 || cls === 4 || cls === 5)) {
+    if (op.dotFlushed && (cls === 2 || cls === 4 || cls === 5)) {
       this.settleData(op, reply);
-    } else if (!op.dotSent && (cls === 4 || cls === 5)) {
-      // The backend gave up mid-stream; it is in no known state, so this connection is done.
-      this.settleData(op, reply);
-      this.destroy();
-    } else {
-      // Above all a 2xx before our final dot: relaying it would be a false acceptance.
-      const err = new UpstreamError('EPROTOCOL', w.stage, `unexpected reply ${reply.code} to DATA`, {
-        reply,
-        command: w.command,
-      });
-      this.settleDataError(op, err);
-      this.fail(() => err);
+      return;
     }
+    const message = op.dotFlushed
+      ? `unexpected reply ${reply.code} to DATA`
+      : `backend replied ${reply.code} before our final dot reached it`;
+    const err = new UpstreamError('EPROTOCOL', w.stage, message, { reply, command: w.command });
+    this.settleDataError(op, err);
+    this.fail(() => err);
   }
 
   /** 2xx, 4xx and 5xx are results; anything else fails the connection and rejects `op`. */
@@ -665,7 +669,11 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     final.stage = 'dataDone';
     final.command = '.';
     this.arm(final, this.opts.timeouts.dataDone);
-    if (!this.closed) op.socket!.write(tail);
+    if (!this.closed) op.socket!.write(tail, this.onDotFlushed);
+  };
+
+  private readonly onDotFlushed = (): void => {
+    if (this.transfer?.dotSent) this.transfer.dotFlushed = true;
   };
 
   private readonly onBodyError = (err: Error): void => {

@@ -240,7 +240,7 @@ describe('data', { timeout: 30_000 }, () => {
     assert.ok(produced < 200_000, `the source was paused after ${produced} lines`);
   });
 
-  it('stops at an early 5xx from the backend, resolves with it and drops the connection', async () => {
+  it('fails EPROTOCOL on a 5xx from the backend before our final dot and drops the connection', async () => {
     const s = await stub(esmtp(), (_chunk, socket) => {
       socket.write('552 5.3.4 Message size exceeds fixed limit\r\n');
     });
@@ -248,8 +248,12 @@ describe('data', { timeout: 30_000 }, () => {
     await conn.envelope({ address: 'a@x.test', params: {} }, [{ address: 'b@y.test', params: {} }]);
     const src = new PassThrough();
     src.write('first\r\n');
-    const reply = await conn.data(src, normalize);
-    assert.equal(reply.code, 552);
+    await assert.rejects(conn.data(src, normalize), (e: UpstreamError) => {
+      assert.equal(e.code, 'EPROTOCOL');
+      assert.equal(e.reply?.code, 552);
+      assert.match(e.message, /before our final dot reached it/);
+      return true;
+    });
     assert.equal(conn.closed, true);
     assert.equal(src.destroyed, false);
   });
