@@ -1,5 +1,5 @@
 // A private rspamd (Debian's, 3.4) on free loopback ports: a normal worker (HTTP /checkv2), a proxy
-// worker in milter mode that scans itself, and a controller (/history), with its own config,
+// worker in milter mode that has the normal worker scan (the usual deployment), and a controller (/history), with its own config,
 // database, run and log directories, in the foreground. Nothing reaches the network: modules that
 // look things up (RBLs, SPF, DKIM, fuzzy, maps.rspamd.com, updates) are off, DNS points at a closed
 // port, and the TLD list is a five-line file so start-up takes seconds, not a minute.
@@ -160,9 +160,15 @@ worker "normal" {
 }
 worker "rspamd_proxy" {
   bind_socket = "${HOST}:${ports.milter}";
-  .include "$CONFDIR/worker-proxy.inc"
-  upstream "local" { default = yes; self_scan = yes; }
+  milter = yes;
+  timeout = 120s;
+  upstream "local" { default = yes; hosts = "${HOST}:${ports.normal}"; }
   count = 1;
+  max_retries = 5;
+  discard_on_reject = false;
+  quarantine_on_reject = false;
+  spam_header = "X-Spam";
+  reject_message = "Spam message rejected";
 }
 worker "controller" {
   bind_socket = "${HOST}:${ports.controller}";
