@@ -43,6 +43,7 @@ export const DEFAULTS = {
     onExceed: 'reject',
     ownAddresses: true,
   },
+  scanner: { timeout: '10s', onError: 'accept', maxSize: '20MB' },
   shaping: {
     limits: {
       sessionsPerAddress: 0,

@@ -88,6 +88,8 @@ export interface ListenerConfig {
   timeouts: ListenerTimeouts;
   /** Maximum concurrent client sessions on this listener (per node). */
   maxSessions: number;
+  /** Content scanners (names in `scanners`) every message waits for; empty: none. */
+  scan: string[];
   /** Recipient verification at RCPT against a recipient map, before any backend is bound. */
   recipients?: ListenerRecipients;
 }
@@ -339,6 +341,21 @@ export interface RecipientMapConfig {
   timeout: number;
 }
 
+/** A content scanner: exactly one of `rspamd` and `milter` is set. */
+export interface ScannerConfig {
+  name: string;
+  /** rspamd's normal worker, HTTP `POST /checkv2`. */
+  rspamd?: { url: string };
+  /** A milter (rspamd's proxy worker, OpenDKIM, clamav-milter...). */
+  milter?: { address: HostPort };
+  /** The verdict must be in this long after the client's final dot (and each content chunk taken within it). */
+  timeout: number;
+  /** Scanner down, slow or answering garbage: accept unscanned, defer (451 4.3.5) or reject (554 5.7.1). */
+  onError: 'accept' | 'defer' | 'reject';
+  /** Larger messages pass unscanned (counted). */
+  maxSize: number;
+}
+
 export interface SmtpLbConfig {
   node: { id: string };
   listeners: ListenerConfig[];
@@ -358,4 +375,6 @@ export interface SmtpLbConfig {
   senders: SendersConfig;
   /** Recipient maps by name (routes by map, recipient verification); absent: none. */
   recipientMaps?: Record<string, RecipientMapConfig>;
+  /** Content scanners by name (listeners refer to them with `scan`). */
+  scanners: Record<string, ScannerConfig>;
 }

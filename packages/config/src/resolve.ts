@@ -24,6 +24,7 @@ import type {
   RateLimit,
   RecipientMapConfig,
   RouteConfig,
+  ScannerConfig,
   SendersConfig,
   ShapingAction,
   ShapingConfig,
@@ -86,8 +87,9 @@ class Resolver {
     const ledger = this.ledger(obj(raw.ledger));
     const recipientMaps = this.recipientMaps(raw.recipientMaps, ledger);
     const maps = { names: Object.keys(recipientMaps ?? {}), all: recipientMaps ?? {} };
+    const scannerNames = isPlainObject(raw.scanners) ? Object.keys(raw.scanners) : [];
     const listeners = list(raw.listeners).map((l, i) =>
-      this.listener(['listeners', i], obj(l), poolNames, maps.names),
+      this.listener(['listeners', i], obj(l), poolNames, maps.names, scannerNames),
     );
     this.checkListenerConflicts(listeners);
     const admin = {
@@ -126,6 +128,7 @@ class Resolver {
       shaping: this.shaping(obj(raw.shaping)),
       senders: this.senders(obj(raw.senders)),
       ...optional('recipientMaps', recipientMaps),
+      scanners: this.scanners(obj(raw.scanners)),
     };
   }
 
@@ -310,6 +313,57 @@ class Resolver {
     }
   }
 
+  private scanners(raw: Obj): Record<string, ScannerConfig> {
+    const d = DEFAULTS.scanner;
+    const out: Record<string, ScannerConfig> = {};
+    for (const [name, value] of Object.entries(raw)) {
+      const at: PathSegment[] = ['scanners', name];
+      const s = obj(value);
+      const rspamd = isPlainObject(s.rspamd) ? s.rspamd : undefined;
+      const milter = isPlainObject(s.milter) ? s.milter : undefined;
+      if (rspamd && milter) this.issues.add(at, 'ECONFLICT', 'set either rspamd or milter, not both');
+      if (!rspamd && !milter && isPlainObject(value))
+        this.issues.add(at, 'EREQUIRED', 'needs rspamd or milter');
+      out[name] = {
+        name,
+        ...optional(
+          'rspamd',
+          rspamd && {
+            url: this.parsed([...at, 'rspamd', 'url'], parseUrl(rspamd.url, ['http:', 'https:']), ''),
+          },
+        ),
+        ...optional(
+          'milter',
+          milter && { address: this.address([...at, 'milter', 'address'], milter.address, false) },
+        ),
+        timeout: this.duration([...at, 'timeout'], s.timeout, d.timeout, '1ms'),
+        onError: (str(s.onError) ?? d.onError) as ScannerConfig['onError'],
+        maxSize: this.size([...at, 'maxSize'], s.maxSize, d.maxSize),
+      };
+    }
+    return out;
+  }
+
+  /** `scan: name` or `scan: [names]`, each one of `scanners`. */
+  private listenerScan(at: PathSegment[], value: unknown, scannerNames: string[]): string[] {
+    if (value === undefined) return [];
+    const names = Array.isArray(value) ? value : [value];
+    const out: string[] = [];
+    names.forEach((n, i) => {
+      const where = Array.isArray(value) ? [...at, i] : at;
+      if (typeof n !== 'string') return;
+      if (!scannerNames.includes(n)) {
+        this.issues.add(
+          where,
+          'EREF',
+          `unknown scanner "${n}" (defined: ${scannerNames.join(', ') || 'none'})`,
+        );
+      }
+      if (!out.includes(n)) out.push(n);
+    });
+    return out;
+  }
+
   private shaping(raw: Obj): ShapingConfig {
     const d = DEFAULTS.shaping;
     const limits = obj(raw.limits);
@@ -394,6 +448,7 @@ class Resolver {
     raw: Obj,
     poolNames: string[] | undefined,
     mapNames: string[],
+    scannerNames: string[],
   ): ListenerConfig {
     const tls = isPlainObject(raw.tls) ? raw.tls : undefined;
     const proxy = isPlainObject(raw.proxyProtocol) ? raw.proxyProtocol : undefined;
@@ -455,6 +510,7 @@ class Resolver {
           unknown: (str(recipients.unknown) ?? DEFAULTS.recipients.unknown) as 'reject' | 'pass',
         },
       ),
+      scan: this.listenerScan([...at, 'scan'], raw.scan, scannerNames),
     };
   }
 

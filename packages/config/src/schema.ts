@@ -272,8 +272,43 @@ export const ListenerSchema = Closed(
       },
       ['map'],
     ),
+    scan: Type.Union([Name(''), Type.Array(Name(''), { minItems: 1 })], {
+      description:
+        'Content scanner(s) from `scanners` every message waits for before our final dot; several run in parallel and the strictest verdict wins.',
+      syntax: 'name or list',
+    }),
   },
   ['name', 'listen'],
+);
+
+const SC = DEFAULTS.scanner;
+
+export const ScannerSchema = Closed(
+  {
+    rspamd: Closed(
+      {
+        url: Type.String({
+          description: "rspamd's normal worker (`POST /checkv2`), e.g. http://127.0.0.1:11333.",
+          syntax: 'URL',
+        }),
+      },
+      ['url'],
+    ),
+    milter: Closed({ address: Address("A milter, e.g. rspamd's proxy worker at 127.0.0.1:11332.") }, [
+      'address',
+    ]),
+    timeout: Duration(
+      "The verdict must come this long after the client's final dot (each content chunk too), else `onError`.",
+      SC.timeout,
+    ),
+    onError: OneOf(
+      ['accept', 'defer', 'reject'],
+      'Scanner down, hanging or answering garbage: pass unscanned, 451 4.3.5, or 554 5.7.1.',
+      SC.onError,
+    ),
+    maxSize: Size('Larger messages pass unscanned (counted as `oversize`).', SC.maxSize),
+  },
+  [],
 );
 
 export const StaticBackendSchema = Closed(
@@ -746,6 +781,11 @@ export const ConfigFileSchema = Closed(
       ...closed,
       description:
         'Recipient maps by name (one of `file`, `redis`, `ldap` each): routes by map and recipient verification. Looked up as the full address, then without its extension, then `@domain`.',
+    }),
+    scanners: Type.Record(Type.String({ pattern: NAME_PATTERN }), ScannerSchema, {
+      ...closed,
+      description: 'Content scanners by name, each `rspamd` or `milter`; a listener uses them with `scan`.',
+      syntax: 'map of name → scanner',
     }),
   },
   ['listeners', 'pools'],

@@ -84,6 +84,8 @@ shaping:
   policy: { address: 127.0.0.1:10023 }
 recipientMaps:
   default: { ldap: { url: ldap://127.0.0.1, base: dc=example } }
+scanners:
+  default: { rspamd: { url: http://127.0.0.1:11333 } }
 `);
   const resolved = c as unknown as Record<string, unknown>;
   let checked = 0;

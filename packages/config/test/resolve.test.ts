@@ -24,6 +24,7 @@ test('a minimal file gets every default', T, () => {
         nulBytes: 'reject',
         timeouts: { idle: 300_000 },
         maxSessions: 10_000,
+        scan: [],
       },
     ],
     pools: {
@@ -65,6 +66,7 @@ test('a minimal file gets every default', T, () => {
       onExceed: 'reject',
       ownAddresses: true,
     },
+    scanners: {},
   });
 });
 
