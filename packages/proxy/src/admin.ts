@@ -3,6 +3,7 @@
 // localhost by default; /status may require a bearer token.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AdminConfig } from '@smtp-lb/config';
+import type { RecipientMapStatus } from '@smtp-lb/discovery';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 
@@ -12,6 +13,8 @@ export interface NodeStatus {
   draining: boolean;
   ledger: { mode: string };
   sessions: number;
+  /** Each recipient map: state (ok, failing, idle), detail, entries (file), cached answers. */
+  recipientMaps: RecipientMapStatus[];
   pools: Array<{
     name: string;
     ready: boolean;

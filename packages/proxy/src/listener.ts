@@ -71,7 +71,12 @@ export class Listener {
       idleTimeout: config.timeouts.idle,
       starttls: starttls ? () => starttls : undefined,
     };
-    this.#checkDeps = { shaping: this.#shaping, metrics: this.#metrics, listener: config };
+    this.#checkDeps = {
+      shaping: this.#shaping,
+      metrics: this.#metrics,
+      listener: config,
+      recipientMap: this.#deps.recipientMap,
+    };
   }
 
   #accept(socket: Socket): void {

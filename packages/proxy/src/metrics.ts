@@ -188,6 +188,19 @@ export class Metrics {
     help: 'Sessions being slowed down (tarpitted) on this node',
     registers: [this.registry],
   });
+  readonly recipientLookups = new SummedCounter({
+    name: 'smtp_lb_recipient_lookups_total',
+    help: 'Recipient map lookups by map and result (found, unknown, error, cache_found, cache_unknown)',
+    labelNames: ['map', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly recipientLookupSeconds = new Histogram({
+    name: 'smtp_lb_recipient_lookup_seconds',
+    help: 'Time a recipient map source took to answer (cached answers not included)',
+    labelNames: ['map'] as const,
+    buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],
+    registers: [this.registry],
+  });
 
   /** Sets the function that copies node state (counts, caps, backend sets) into the gauges. */
   onScrape(refresh: () => void): void {

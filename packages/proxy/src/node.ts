@@ -10,6 +10,7 @@ import { Listener } from './listener.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { PoolRuntime } from './pool-runtime.js';
+import { RecipientMaps } from './recipient-maps.js';
 import { Router } from './router.js';
 import type { SessionDeps } from './session.js';
 import { ShapingRuntime } from './shaping/shaping-runtime.js';
@@ -62,6 +63,9 @@ export class SmtpLbNode {
   readonly #deps: SessionDeps;
   /** Per-client limits, tarpit, DNSBL, policy service (top-level `shaping`). */
   #shaping: ShapingRuntime | undefined;
+  /** `recipientMaps`: routes by map and listener recipient checks look recipients up here. */
+  #maps: RecipientMaps | undefined;
+  readonly #map = (name: string) => this.#maps?.get(name);
   readonly #unsubscribe: Array<() => void> = [];
 
   private constructor(config: SmtpLbConfig, ledger: Ledger, log: Logger, metrics: Metrics) {
@@ -69,7 +73,7 @@ export class SmtpLbNode {
     this.metrics = metrics;
     this.ledger = ledger;
     this.log = log;
-    this.#router = new Router(config.routes);
+    this.#router = new Router(config.routes, this.#map);
     const binder = new Binder({
       ledger,
       waiters: this.#waiters,
@@ -81,6 +85,7 @@ export class SmtpLbNode {
     this.#deps = {
       router: () => this.#router,
       pool: (name: string) => this.#pools.get(name),
+      recipientMap: this.#map,
       binder,
       metrics: this.metrics,
     };
@@ -114,6 +119,7 @@ export class SmtpLbNode {
 
   async #start(): Promise<void> {
     this.#shaping = await ShapingRuntime.create(this.#config, this.log, this.metrics);
+    this.#maps = await RecipientMaps.create(this.#config.recipientMaps, this.log, this.metrics);
     this.#unsubscribe.push(this.ledger.onRelease((id) => this.#waiters.release(id)));
     this.#setPools(this.#config);
     for (const lc of this.#config.listeners) await this.#startListener(lc);
@@ -182,7 +188,15 @@ export class SmtpLbNode {
       this.log.warn('ledger and node id changes need a restart; keeping the running ones');
     }
     this.#config = { ...config, ledger: old.ledger, node: old.node, admin: old.admin };
-    this.#router = new Router(config.routes);
+    try {
+      await this.#maps?.update(config.recipientMaps);
+    } catch (err) {
+      this.log.error(
+        { err: { message: (err as Error).message } },
+        'recipient maps not reloaded; keeping the running ones',
+      );
+    }
+    this.#router = new Router(config.routes, this.#map);
     this.#setPools(config);
     this.#shaping?.update(config.shaping);
     for (const [name, listener] of this.#listeners) {
@@ -212,6 +226,7 @@ export class SmtpLbNode {
       draining: this.#draining,
       ledger: { mode: this.ledger.mode },
       sessions,
+      recipientMaps: this.#maps?.status() ?? [],
       pools: [...this.#pools.values()].map((p) => ({
         name: p.name,
         ready: p.source.ready,
@@ -269,6 +284,7 @@ export class SmtpLbNode {
     this.#pools.clear();
     await this.#admin?.close();
     await this.#shaping?.close();
+    await this.#maps?.close();
     await this.ledger.close();
   }
 }

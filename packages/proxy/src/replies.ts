@@ -27,6 +27,10 @@ export const replies = {
     reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter on MAIL FROM (RFC 6531)'),
   utf8Unsupported: () => reply(553, '5.6.7', 'The backend does not support SMTPUTF8 for this address'),
   xclientForbidden: () => reply(550, '5.7.0', 'XCLIENT is not allowed'),
+  unknownRecipient: (address: string) =>
+    reply(550, '5.1.1', `<${address}>: Recipient address rejected: User unknown`),
+  recipientLookupFailed: (address: string) =>
+    reply(451, '4.3.0', `<${address}>: Temporary recipient lookup failure, try again later`),
 };
 
 export function isPositive(r: Reply): boolean {

@@ -6,6 +6,7 @@
 // and a counter. The client sees 250 for a message only when the backend said 2xx to that message.
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import type { ListenerConfig } from '@smtp-lb/config';
+import type { RecipientMap } from '@smtp-lb/discovery';
 import type {
   ClientIdentity,
   MailCommand,
@@ -25,6 +26,7 @@ import type { Client, Recipient, SmtpAddress, Transaction, Writable } from './tr
 export interface SessionDeps {
   router: () => Router;
   pool: (name: string) => PoolRuntime | undefined;
+  recipientMap: (name: string) => RecipientMap | undefined;
   binder: Binder;
   metrics: Metrics;
 }
@@ -172,7 +174,12 @@ export class ProxySession implements FrontSession {
     const refused = await this.#checks.atRcpt(tx, to);
     if (refused) return refused;
 
-    const poolName = this.#d.router().pool(this.#listener, tx.mail.address, to.address);
+    const route = await this.#d.router().route(this.#listener, tx.mail.address, to.address);
+    if ('failed' in route) {
+      this.log.warn({ to: to.address, ...route.failed }, 'recipient map failed; cannot route');
+      return replies.recipientLookupFailed(to.address);
+    }
+    const poolName = route.pool;
     if (tx.pool !== undefined && tx.pool !== poolName) return replies.otherRoute();
 
     // A kept connection may have died while idle; a transaction that has sent nothing to it yet

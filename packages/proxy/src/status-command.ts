@@ -33,7 +33,20 @@ export function formatStatus(s: NodeStatus): string {
       ]);
     }
   }
-  return `${head}\n${table(rows)}\n`;
+  const maps = s.recipientMaps ?? [];
+  if (maps.length === 0) return `${head}\n${table(rows)}\n`;
+  const mapRows = [['RECIPIENT MAP', 'KIND', 'STATE', 'ENTRIES', 'CACHED', 'DETAIL']];
+  for (const m of maps) {
+    mapRows.push([
+      m.name,
+      m.kind,
+      m.state,
+      m.entries === undefined ? '' : String(m.entries),
+      String(m.cached),
+      m.detail ?? '',
+    ]);
+  }
+  return `${head}\n${table(rows)}\n\n${table(mapRows)}\n`;
 }
 
 export async function runStatus(

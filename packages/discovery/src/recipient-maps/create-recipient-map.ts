@@ -12,8 +12,12 @@ import type { MapDriver, MapLogger, RedisLookupClient } from './types.js';
 
 export interface RecipientMapDeps {
   logger?: MapLogger;
-  /** A client for a redis map, and how to close it (undefined when shared). */
-  redis?: (config: RedisMapConfig) => { client: RedisLookupClient; close?: () => Promise<void> };
+  /** A client for a redis map, how to close it (undefined when shared), and its first connection. */
+  redis?: (config: RedisMapConfig) => {
+    client: RedisLookupClient;
+    close?: () => Promise<void>;
+    ready?: Promise<void>;
+  };
   onLookup?: (map: string, outcome: LookupOutcome, seconds?: number) => void;
   /** File maps: stat poll interval (default 1 s). */
   watchIntervalMs?: number;
@@ -57,7 +61,8 @@ async function createDriver(
   if (config.redis) {
     if (!deps.redis)
       throw new DiscoveryError('DISCOVERY_NO_SOURCE', `recipient map ${config.name}: no Redis client`);
-    const { client, close } = deps.redis(config.redis);
+    const { client, close, ready } = deps.redis(config.redis);
+    await ready;
     return new RedisMap({
       client,
       prefix: config.redis.prefix,

@@ -3,16 +3,19 @@
 // command's argument), never the session, and answers with a reply that refuses the command or with
 // nothing to let it go on:
 //   atMail          MAIL accepted by the syntax checks: the client's message rate.
-//   atRcpt          before routing and before any backend is bound: the policy service at RCPT.
-//                   A recipient check (a recipient map saying 550 5.1.1) belongs here too.
+//   atRcpt          before routing and before any backend is bound: the listener's recipient map
+//                   (`recipients`: 550 5.1.1 for an unknown recipient, 451 4.3.0 when the map
+//                   cannot answer), then the policy service at RCPT.
 //   afterRcptReply  the reply the client is about to get: rejected recipients lead to the tarpit.
 //   atData          the client's final dot is in, ours to the backend is held until this answers:
 //                   the policy service at END-OF-MESSAGE (a content scanner's verdict joins here).
 // `pace` holds the replies of a session tarpitted midway.
 import type { ListenerConfig } from '@smtp-lb/config';
+import type { RecipientMap } from '@smtp-lb/discovery';
 import type { Reply } from '@smtp-lb/upstream';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import { replies } from '../replies.js';
 import type { Client, SmtpAddress, Transaction } from '../transaction.js';
 import type { ClientState } from './client-state.js';
 import type { PolicyVerdict } from './policy-client.js';
@@ -23,6 +26,7 @@ export interface SessionChecksDeps {
   shaping: ShapingRuntime;
   metrics: Metrics;
   listener: ListenerConfig;
+  recipientMap: (name: string) => RecipientMap | undefined;
 }
 
 export class SessionChecks {
@@ -61,6 +65,8 @@ export class SessionChecks {
 
   /** Before the recipient is routed or any backend bound for it. */
   async atRcpt(tx: Transaction, to: SmtpAddress): Promise<Reply | undefined> {
+    const unknown = await this.#verifyRecipient(to);
+    if (unknown) return unknown;
     const policy = this.#d.shaping.policy;
     if (!policy?.config.at.includes('rcpt')) return undefined;
     const verdict = await policy.check(
@@ -68,6 +74,28 @@ export class SessionChecks {
       `<${to.address}>: Recipient address rejected`,
     );
     return this.#verdictReply(verdict, 'RCPT');
+  }
+
+  /**
+   * The listener's recipient map (Postfix's relay_recipient_maps): a recipient it does not know is
+   * refused here, so a dictionary attack costs no backend connection. A map that cannot answer gets
+   * 451 4.3.0: neither a false 550 nor a recipient let through unchecked.
+   */
+  async #verifyRecipient(to: SmtpAddress): Promise<Reply | undefined> {
+    const check = this.#d.listener.recipients;
+    if (!check) return undefined;
+    const map = this.#d.recipientMap(check.map);
+    const found = map ? await map.lookup(to.address) : { status: 'error' as const, reason: 'map not loaded' };
+    if (found.status === 'found') return undefined;
+    if (found.status === 'error') {
+      this.#log.warn({ to: to.address, map: check.map, reason: found.reason }, 'recipient map failed');
+      return replies.recipientLookupFailed(to.address);
+    }
+    if (check.unknown === 'pass') {
+      this.#log.debug({ to: to.address, map: check.map }, 'recipient unknown to the map; passed on');
+      return undefined;
+    }
+    return replies.unknownRecipient(to.address);
   }
 
   /** RCPT replies >= 400 count; at the configured number the session is tarpitted. */
