@@ -28,7 +28,8 @@ export type ClientLimitsScript =
   | 'session-close'
   | 'session-renew'
   | 'rate-hit'
-  | 'rate-peek';
+  | 'rate-peek'
+  | 'rate-reset';
 
 export function clientLimitsCommand(
   name: ClientLimitsScript,
@@ -187,6 +188,15 @@ export class RedisClientLimits implements ClientLimits {
     return this.#rate('rate-peek', kind, key, limit, windowMs);
   }
 
+  /** Throws a LedgerError when Redis is unreachable: an operator's request should say it failed. */
+  async reset(kind: string, key: string): Promise<void> {
+    await this.#run('rate-reset', [this.#rateKey(kind, key), 0]);
+  }
+
+  #rateKey(kind: string, key: string): string {
+    return `${this.#o.keyPrefix}:rate:{${kind}:${key.replaceAll('}', '%7D')}}`;
+  }
+
   async #rate(
     script: 'rate-hit' | 'rate-peek',
     kind: string,
@@ -194,9 +204,11 @@ export class RedisClientLimits implements ClientLimits {
     limit: number,
     windowMs: number,
   ): Promise<RateResult> {
-    const k = `${this.#o.keyPrefix}:rate:{${kind}:${key.replaceAll('}', '%7D')}}`;
     try {
-      const [code, count] = (await this.#run(script, [k, windowMs, limit])) as [number, number];
+      const [code, count] = (await this.#run(script, [this.#rateKey(kind, key), windowMs, limit])) as [
+        number,
+        number,
+      ];
       return { ok: code === ReplyCode.ok, count };
     } catch {
       return { ok: true, count: 0 };

@@ -43,6 +43,8 @@ export interface ClientLimits {
   hit(kind: string, key: string, limit: number, windowMs: number): Promise<RateResult>;
   /** Whether one more event of `kind` for `key` would be over `limit`, without counting one. */
   peek(kind: string, key: string, limit: number, windowMs: number): Promise<RateResult>;
+  /** Forgets the events of `kind` for `key` (a lifted suspension starts afresh). */
+  reset(kind: string, key: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -131,6 +133,10 @@ export class MemoryClientLimits implements ClientLimits {
     const entry = this.#rates.get(`${kind}\u0000${key}`);
     const estimate = entry ? entry.w.peek(this.#now(), windowMs) : 0;
     return { ok: estimate + 1 <= limit, count: Math.floor(estimate) };
+  }
+
+  async reset(kind: string, key: string): Promise<void> {
+    this.#rates.delete(`${kind}\u0000${key}`);
   }
 
   async close(): Promise<void> {

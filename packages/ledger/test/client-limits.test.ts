@@ -71,6 +71,10 @@ describe('MemoryClientLimits', () => {
     await m.hit('fail', 'a', 2, 1000);
     assert.deepEqual(await m.peek('fail', 'a', 2, 1000), { ok: false, count: 2 });
     assert.deepEqual(await m.peek('fail', 'a', 2, 1000), { ok: false, count: 2 }, 'peeking counts nothing');
+    await m.reset('fail', 'a');
+    assert.deepEqual(await m.peek('fail', 'a', 2, 1000), { ok: true, count: 0 }, 'reset forgets');
+    await m.hit('fail', 'a', 2, 1000);
+    await m.hit('fail', 'a', 2, 1000);
     now += 2500;
     assert.deepEqual(await m.peek('fail', 'a', 2, 1000), { ok: true, count: 0 });
   });
@@ -101,6 +105,7 @@ describe('RedisClientLimits against Redis', { timeout: 60_000 }, () => {
     assert.deepEqual(scripts.map((s) => s.name).sort(), [
       'rate-hit',
       'rate-peek',
+      'rate-reset',
       'session-close',
       'session-open',
       'session-renew',
@@ -135,6 +140,8 @@ describe('RedisClientLimits against Redis', { timeout: 60_000 }, () => {
       assert.deepEqual(await a.peek('fail', 'u', 2, 60_000), { ok: false, count: 2 });
       assert.deepEqual(await a.peek('fail', 'u', 2, 60_000), { ok: false, count: 2 });
       assert.deepEqual(await a.hit('fail', 'u', 2, 60_000), { ok: false, count: 3 });
+      await a.reset('fail', 'u');
+      assert.deepEqual(await a.peek('fail', 'u', 2, 60_000), { ok: true, count: 0 }, 'reset forgets');
     } finally {
       await a.close();
     }
