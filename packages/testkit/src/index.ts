@@ -1,6 +1,7 @@
 export * from './capture-backend.js';
 export * from './consul.js';
 export * from './dnsmasq.js';
+export * from './dovecot.js';
 export * from './errors.js';
 export * from './free-port.js';
 export * from './postfix.js';

@@ -3,6 +3,7 @@
 // 127.0.0.1. Mail is relayed to `relayTo` (a capture backend, smtp-sink) or else discarded.
 import { chmod, chown, mkdir, readFile, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { type DovecotInstance, startDovecot } from './dovecot.js';
 import { TestkitError, tail } from './errors.js';
 import { freePort } from './free-port.js';
 import {
@@ -23,6 +24,13 @@ export interface PostfixOptions {
   relayTo?: string;
   /** myhostname, shown in the greeting and EHLO reply. Default postfix-<port>.test. */
   hostname?: string;
+  /**
+   * SASL users (user -> password): a private Dovecot authenticates them through an auth socket in
+   * this instance's queue (smtpd_sasl_type = dovecot), AUTH PLAIN/LOGIN offered without TLS, and
+   * authenticated clients may relay (permit_sasl_authenticated). The log then shows
+   * `sasl_username=<user>` for their messages, also for a user announced by XCLIENT LOGIN=.
+   */
+  saslUsers?: Record<string, string>;
   /** More main.cf parameters; they win over the defaults here (e.g. smtpd_recipient_restrictions). */
   mainCf?: Record<string, string>;
   /** Default 15 000 ms. */
@@ -130,6 +138,16 @@ function mainCf(root: string, hostname: string, options: PostfixOptions): string
     local_recipient_maps: '',
     notify_classes: '',
     biff: 'no',
+    ...(options.saslUsers
+      ? {
+          smtpd_sasl_auth_enable: 'yes',
+          smtpd_sasl_type: 'dovecot',
+          smtpd_sasl_path: 'private/auth',
+          smtpd_tls_auth_only: 'no',
+          smtpd_relay_restrictions:
+            'permit_sasl_authenticated, permit_mynetworks, permit_auth_destination, reject',
+        }
+      : {}),
     ...options.mainCf,
   };
   return `${Object.entries(params)
@@ -203,6 +221,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
   const dataDir = path.join(root, 'data');
   const logFile = path.join(root, 'maillog');
   let master: ManagedProcess | undefined;
+  let dovecot: DovecotInstance | undefined;
 
   const log = async () => {
     try {
@@ -230,6 +249,7 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
   };
   const stop = async () => {
     await master?.stop();
+    await dovecot?.stop();
     await tmp.remove();
   };
 
@@ -250,6 +270,12 @@ export async function startPostfix(options: PostfixOptions = {}): Promise<Postfi
       await utimes(file, past, past);
     }
     await makeQueue(queueDir, ids);
+    if (options.saslUsers) {
+      dovecot = await startDovecot({
+        users: options.saslUsers,
+        socketPath: path.join(queueDir, 'private', 'auth'),
+      });
+    }
     await mkdir(dataDir, { mode: 0o700 });
     await chown(dataDir, ids.postfixUid, 0);
     // master itself, in the foreground (no -w; -s keeps stdout/stderr open; -i would need PID 1).
