@@ -1,9 +1,12 @@
 // Admin HTTP (DESIGN.md "Admin HTTP"): /metrics for Prometheus, /healthz (the process is alive),
-// /readyz (ready to take sessions), /status (JSON for `smtp-lb status` and humans). Bound to
-// localhost by default; /status may require a bearer token.
+// /readyz (ready to take sessions), /status (JSON for `smtp-lb status` and humans), and the
+// suspended senders: GET /senders/suspended, DELETE /senders/suspended/<user> (lifts it; refused
+// unless `admin.token` is set). Bound to localhost by default; /status and /senders need the bearer
+// token when one is set.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AdminConfig } from '@smtp-lb/config';
 import type { RecipientMapStatus } from '@smtp-lb/discovery';
+import type { Suspension } from '@smtp-lb/ledger';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 
@@ -34,7 +37,11 @@ export interface AdminDeps {
   metrics: Metrics;
   status: () => NodeStatus;
   log: Logger;
+  /** Suspended senders: the list, and lifting one (SenderPolicy). */
+  senders?: { list(): Promise<Suspension[]>; lift(user: string): Promise<boolean> };
 }
+
+const SUSPENDED = '/senders/suspended';
 
 export class AdminServer {
   readonly #server: Server;
@@ -54,7 +61,11 @@ export class AdminServer {
   }
 
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = (req.url ?? '/').split('?')[0];
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (path === SUSPENDED || path.startsWith(`${SUSPENDED}/`)) {
+      await this.#senders(req, res, path);
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD' }).end();
       return;
@@ -75,11 +86,7 @@ export class AdminServer {
         return;
       }
       case '/status': {
-        const token = this.#config.token;
-        if (token && req.headers.authorization !== `Bearer ${token}`) {
-          res.writeHead(401, { 'www-authenticate': 'Bearer' }).end();
-          return;
-        }
+        if (!this.#authorized(req, res)) return;
         res
           .writeHead(200, { 'content-type': 'application/json' })
           .end(`${JSON.stringify(this.#d.status(), null, 2)}\n`);
@@ -88,6 +95,45 @@ export class AdminServer {
       default:
         res.writeHead(404).end();
     }
+  }
+
+  #authorized(req: IncomingMessage, res: ServerResponse): boolean {
+    const token = this.#config.token;
+    if (!token || req.headers.authorization === `Bearer ${token}`) return true;
+    res.writeHead(401, { 'www-authenticate': 'Bearer' }).end();
+    return false;
+  }
+
+  async #senders(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    const suspensions = this.#d.senders;
+    const json = (status: number, body: unknown) =>
+      res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
+    if (!this.#authorized(req, res)) return;
+    if (!suspensions) return void json(404, { error: 'no sender suspensions on this node' });
+    try {
+      if (path === SUSPENDED && (req.method === 'GET' || req.method === 'HEAD')) {
+        const list = await suspensions.list();
+        this.#d.metrics.sendersSuspended.set(list.length);
+        return void json(200, { suspended: list });
+      }
+      if (path !== SUSPENDED && req.method === 'DELETE') {
+        // Lifting is an operator's act: never on a node without a token.
+        if (!this.#config.token) return void json(403, { error: 'set admin.token to lift suspensions' });
+        let user: string;
+        try {
+          user = decodeURIComponent(path.slice(SUSPENDED.length + 1));
+        } catch {
+          return void json(400, { error: 'bad user name encoding' });
+        }
+        const lifted = await suspensions.lift(user);
+        this.#d.log.info({ user, lifted }, 'suspension lifted by the admin API');
+        return void json(lifted ? 200 : 404, { user, lifted });
+      }
+    } catch (err) {
+      this.#d.log.warn({ err: { message: (err as Error).message } }, 'senders admin request failed');
+      return void json(503, { error: 'suspensions unavailable (Redis unreachable?)' });
+    }
+    res.writeHead(405, { allow: path === SUSPENDED ? 'GET, HEAD' : 'DELETE' }).end();
   }
 
   listen(): Promise<{ host: string; port: number }> {

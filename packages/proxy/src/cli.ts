@@ -4,12 +4,15 @@
 import { formatErrors, loadConfig, runCheckConfig } from '@smtp-lb/config';
 import { createLogger } from './logger.js';
 import { SmtpLbNode } from './node.js';
+import { runSenders } from './senders-command.js';
 import { runStatus } from './status-command.js';
 
 const USAGE = `usage:
   smtp-lb --config FILE          run a node (or SMTP_LB_CONFIG=FILE smtp-lb)
   smtp-lb check-config FILE      validate FILE, print every error with its path, exit 1 if any
   smtp-lb status [--admin URL]   a node's pools and backends (default http://127.0.0.1:9090)
+  smtp-lb senders [list] | lift USER [--admin URL] [--token T]
+                                 suspended senders (cluster-wide), or lift one
 
 signals: SIGTERM drains (finish transactions, then exit 0), SIGHUP reloads FILE, SIGINT stops now.
 `;
@@ -17,6 +20,7 @@ signals: SIGTERM drains (finish transactions, then exit 0), SIGHUP reloads FILE,
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'check-config') return runCheckConfig(argv.slice(1), process.stdout, process.stderr);
   if (argv[0] === 'status') return runStatus(argv.slice(1), process.stdout, process.stderr);
+  if (argv[0] === 'senders') return runSenders(argv.slice(1), process.stdout, process.stderr);
   if (argv[0] === '--help' || argv[0] === '-h') {
     process.stdout.write(USAGE);
     return 0;

@@ -8,6 +8,8 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { ListenerConfig } from '@smtp-lb/config';
+import { Authenticator } from './auth/authenticator.js';
+import type { SenderPolicy } from './auth/sender-policy.js';
 import { type FrontOptions, SmtpFront, sessionId } from './front/smtp-front.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -34,13 +36,23 @@ export class Listener {
   #secure: SecureContext | undefined;
   #frontOptions!: FrontOptions;
   #checkDeps!: SessionChecksDeps;
+  /** The listener's AUTH verifier; a reload makes a new one (and re-reads an htpasswd file). */
+  #auth: Authenticator | undefined;
+  readonly #senders: SenderPolicy;
   #draining = false;
   readonly #isDraining = () => this.#draining;
   /** Sessions already sent their 421 during a drain. */
   readonly #told = new WeakSet<SmtpFront>();
 
-  constructor(config: ListenerConfig, deps: SessionDeps, log: Logger, shaping: ShapingRuntime) {
+  constructor(
+    config: ListenerConfig,
+    deps: SessionDeps,
+    log: Logger,
+    shaping: ShapingRuntime,
+    senders: SenderPolicy,
+  ) {
     this.#config = config;
+    this.#senders = senders;
     this.#deps = deps;
     this.#log = log.child({ listener: config.name });
     this.#metrics = deps.metrics;
@@ -65,16 +77,21 @@ export class Listener {
       ? createSecureContext({ key: readFileSync(tls.key), cert: readFileSync(tls.cert) })
       : undefined;
     const starttls = tls && !tls.implicit ? this.#secure : undefined;
+    this.#auth?.close();
+    this.#auth = config.auth && new Authenticator(config.auth, this.#log);
     this.#frontOptions = {
       name: config.hostname,
       maxMessageSize: config.maxMessageSize,
       idleTimeout: config.timeouts.idle,
       starttls: starttls ? () => starttls : undefined,
+      auth: config.auth && { plaintext: config.auth.allowPlaintext },
     };
     this.#checkDeps = {
       shaping: this.#shaping,
       metrics: this.#metrics,
       listener: config,
+      auth: this.#auth,
+      senders: this.#senders,
       recipientMap: this.#deps.recipientMap,
     };
   }
@@ -213,6 +230,7 @@ export class Listener {
       Math.max(timeoutMs, 1),
     );
     await closed;
+    this.#auth?.close();
     clearInterval(tick);
     clearTimeout(deadline);
   }

@@ -202,6 +202,29 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly authAttempts = new Counter({
+    name: 'smtp_lb_auth_attempts_total',
+    help: 'AUTH attempts by listener and result (ok, fail: bad credentials, error: verifier failed, blocked: too many failures)',
+    labelNames: ['listener', 'result'] as const,
+    registers: [this.registry],
+  });
+  #suspended: (() => Promise<number>) | undefined;
+  readonly sendersSuspended = new Gauge({
+    name: 'smtp_lb_senders_suspended',
+    help: 'Authenticated users suspended cluster-wide (senders.onExceed: suspend)',
+    registers: [this.registry],
+    collect: async () => {
+      // Redis unreachable: the last value stays.
+      const n = await this.#suspended?.().catch(() => undefined);
+      if (n !== undefined) this.sendersSuspended.set(n);
+    },
+  });
+
+  /** Sets how the number of suspended users is read on each scrape. */
+  onSuspendedScrape(count: () => Promise<number>): void {
+    this.#suspended = count;
+  }
+
   /** Sets the function that copies node state (counts, caps, backend sets) into the gauges. */
   onScrape(refresh: () => void): void {
     this.#refresh = refresh;

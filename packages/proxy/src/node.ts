@@ -3,8 +3,16 @@
 // Nothing else in the repository imports more than one sibling package.
 import type { ListenerConfig, SmtpLbConfig } from '@smtp-lb/config';
 import { createSource } from '@smtp-lb/discovery';
-import { type Ledger, MemoryLedger, RedisLedger } from '@smtp-lb/ledger';
+import {
+  type Ledger,
+  MemoryLedger,
+  MemorySuspensions,
+  RedisLedger,
+  RedisSuspensions,
+  type Suspensions,
+} from '@smtp-lb/ledger';
 import { AdminServer, type NodeStatus } from './admin.js';
+import { SenderPolicy } from './auth/sender-policy.js';
 import { Binder } from './binder.js';
 import { Listener } from './listener.js';
 import { createLogger, type Logger } from './logger.js';
@@ -32,6 +40,22 @@ async function createLedger(config: SmtpLbConfig, log: Logger, metrics: Metrics)
   ledger.onModeChange((mode) => metrics.ledgerDegraded.set(mode === 'degraded' ? 1 : 0));
   ledger.onError(() => metrics.ledgerErrors.inc());
   return ledger;
+}
+
+/** Suspended senders: next to the ledger in Redis when the node has one, else in memory. */
+async function createSuspensions(config: SmtpLbConfig, log: Logger, metrics: Metrics): Promise<Suspensions> {
+  const { redis, redisCluster } = config.ledger;
+  if (!redis && !redisCluster) return new MemorySuspensions();
+  const slog = log.child({ component: 'senders' });
+  return RedisSuspensions.create({
+    redis: redisCluster ? { cluster: redisCluster } : redis!,
+    nodeId: config.node.id,
+    keyPrefix: config.ledger.keyPrefix,
+    onError: (err) => {
+      metrics.ledgerErrors.inc();
+      slog.warn({ err: { code: err.code, message: err.message } }, 'senders: Redis failed');
+    },
+  });
 }
 
 export interface NodeOptions {
@@ -66,6 +90,8 @@ export class SmtpLbNode {
   /** `recipientMaps`: routes by map and listener recipient checks look recipients up here. */
   #maps: RecipientMaps | undefined;
   readonly #map = (name: string) => this.#maps?.get(name);
+  /** Rules about authenticated senders (top-level `senders`) and the suspensions. */
+  #senders: SenderPolicy | undefined;
   readonly #unsubscribe: Array<() => void> = [];
 
   private constructor(config: SmtpLbConfig, ledger: Ledger, log: Logger, metrics: Metrics) {
@@ -120,6 +146,16 @@ export class SmtpLbNode {
   async #start(): Promise<void> {
     this.#shaping = await ShapingRuntime.create(this.#config, this.log, this.metrics);
     this.#maps = await RecipientMaps.create(this.#config.recipientMaps, this.log, this.metrics);
+    const suspensions = await createSuspensions(this.#config, this.log, this.metrics);
+    this.#senders = new SenderPolicy({
+      config: () => this.#config.senders,
+      limits: this.#shaping.limits,
+      suspensions,
+      metrics: this.metrics,
+      nodeId: this.#config.node.id,
+      log: this.log,
+    });
+    this.metrics.onSuspendedScrape(async () => (await suspensions.list()).length);
     this.#unsubscribe.push(this.ledger.onRelease((id) => this.#waiters.release(id)));
     this.#setPools(this.#config);
     for (const lc of this.#config.listeners) await this.#startListener(lc);
@@ -128,13 +164,17 @@ export class SmtpLbNode {
       metrics: this.metrics,
       status: () => this.status(),
       log: this.log,
+      senders: this.#senders && {
+        list: () => this.#senders!.suspensions.list(),
+        lift: (user: string) => this.#senders!.lift(user),
+      },
     });
     this.adminAddress = await this.#admin.listen();
     this.log.info({ admin: `${this.adminAddress.host}:${this.adminAddress.port}` }, 'admin listening');
   }
 
   async #startListener(lc: ListenerConfig): Promise<void> {
-    const listener = new Listener(lc, this.#deps, this.log, this.#shaping!);
+    const listener = new Listener(lc, this.#deps, this.log, this.#shaping!, this.#senders!);
     const addr = await listener.listen();
     this.#listeners.set(lc.name, listener);
     this.addresses.set(lc.name, addr);
@@ -285,6 +325,7 @@ export class SmtpLbNode {
     await this.#admin?.close();
     await this.#shaping?.close();
     await this.#maps?.close();
+    await this.#senders?.suspensions.close();
     await this.ledger.close();
   }
 }

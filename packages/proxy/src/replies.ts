@@ -31,6 +31,24 @@ export const replies = {
     reply(550, '5.1.1', `<${address}>: Recipient address rejected: User unknown`),
   recipientLookupFailed: (address: string) =>
     reply(451, '4.3.0', `<${address}>: Temporary recipient lookup failure, try again later`),
+  // AUTH (RFC 4954 6) and the rules about authenticated senders.
+  authSucceeded: () => reply(235, '2.7.0', 'Authentication successful'),
+  authFailed: () => reply(535, '5.7.8', 'Authentication credentials invalid'),
+  authzidRefused: () => reply(535, '5.7.8', 'Authenticating as one user to act as another is not allowed'),
+  authUnavailable: () => reply(454, '4.7.0', 'Temporary authentication failure, try again later'),
+  authRequired: () => reply(530, '5.7.0', 'Authentication required'),
+  authNeedsTls: () => reply(538, '5.7.11', 'Encryption required for requested authentication mechanism'),
+  authCancelled: () => reply(501, '5.0.0', 'Authentication cancelled'),
+  authMalformed: () => reply(501, '5.5.2', 'Cannot decode the authentication response'),
+  authMechanism: () => reply(504, '5.5.4', 'Unrecognized authentication type'),
+  authTwice: () => reply(503, '5.5.1', 'Already authenticated'),
+  authInTransaction: () => reply(503, '5.5.1', 'AUTH not permitted during a mail transaction'),
+  authTooManyFailures: () => reply(421, '4.7.0', 'Too many failed authentications, try again later'),
+  userSessions: () => reply(454, '4.7.0', 'Too many sessions for this user, try again later'),
+  senderNotOwned: (address: string) =>
+    reply(553, '5.7.1', `<${address}>: Sender address not owned by the authenticated user`),
+  senderOverLimit: () => reply(450, '4.7.1', 'Sender over its limit, try again later'),
+  senderSuspended: () => reply(554, '5.7.1', 'Account suspended, contact the postmaster'),
 };
 
 export function isPositive(r: Reply): boolean {

@@ -7,6 +7,7 @@
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import type { ListenerConfig } from '@smtp-lb/config';
 import type { RecipientMap } from '@smtp-lb/discovery';
+import type { ClientSlot } from '@smtp-lb/ledger';
 import type {
   ClientIdentity,
   MailCommand,
@@ -15,6 +16,7 @@ import type {
   UpstreamError,
 } from '@smtp-lb/upstream';
 import type { Binder, BoundBackend } from './binder.js';
+import type { SaslCredentials } from './front/sasl.js';
 import type { FrontSession } from './front/smtp-front.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
@@ -88,9 +90,18 @@ export class ProxySession implements FrontSession {
   #tx: OpenTransaction | undefined;
   /** Transactions begun (numbers their ids). */
   #begun = 0;
+  /** Failed AUTH attempts in this session. */
+  #authFailures = 0;
+  /** The user's place among its concurrent sessions (`senders.limits.sessions`). */
+  #userSlot: ClientSlot | undefined;
+  /**
+   * `verify: backend` only: the credentials, to replay AUTH on a backend connection made later in
+   * the session without XCLIENT (the one AUTH was checked on already knows the user).
+   */
+  #replay: { user: string; password: string } | undefined;
 
   constructor(setup: SessionSetup, deps: SessionDeps) {
-    this.#client = { ...setup.client, helo: '', proto: '', user: undefined };
+    this.#client = { ...setup.client, helo: '', proto: '', user: undefined, userAddresses: undefined };
     this.#listener = setup.listener;
     this.#checks = setup.checks;
     this.#draining = setup.draining;
@@ -117,12 +128,58 @@ export class ProxySession implements FrontSession {
     this.#client.proto = proto;
   }
 
-  /** STARTTLS done: the session starts over inside TLS (RFC 3207 4.2), the HELO name forgotten. */
+  /**
+   * STARTTLS done: the session starts over inside TLS (RFC 3207 4.2), the HELO name and any AUTH
+   * made in plaintext forgotten.
+   */
   secured(): void {
     this.#tx = undefined;
     this.#client.secure = true;
     this.#client.helo = '';
     this.#client.proto = '';
+    this.#forgetUser();
+  }
+
+  /** AUTH decoded by the front (not authenticated yet, no transaction): the checks decide. */
+  async auth(creds: SaslCredentials): Promise<Reply> {
+    const out = await this.#checks.atAuth(this.#client, creds, this.#authFailures, (signal) =>
+      this.#bindForAuth(signal),
+    );
+    const result = out.result;
+    if (result?.kind !== 'ok') {
+      if (out.reply.code === 535) this.#authFailures++;
+      return this.#checks.pace(out.reply);
+    }
+    const slot = await this.#checks.userSession(result.user);
+    if (!slot || this.closed) {
+      slot?.release();
+      if (result.bound) void result.bound.conn.quit();
+      return slot ? replies.draining() : replies.userSessions();
+    }
+    this.#userSlot = slot;
+    this.#client.user = result.user;
+    this.#client.userAddresses = result.addresses;
+    if (result.bound) {
+      this.#adopt(result.bound);
+      this.#replay = { user: creds.user, password: creds.password };
+    }
+    return this.#checks.pace(out.reply);
+  }
+
+  /** `verify: backend`: a backend of the listener's pool, bound as at the first RCPT. */
+  async #bindForAuth(signal: AbortSignal): Promise<BoundBackend | Reply> {
+    const pool = this.#d.pool(this.#listener.pool);
+    if (!pool) return replies.noBackend();
+    const res = await this.#d.binder.bind(pool, this.#identity(), this.#listener.hostname, this.log, signal);
+    return res.ok ? res.bound : res.reply;
+  }
+
+  #forgetUser(): void {
+    this.#client.user = undefined;
+    this.#client.userAddresses = undefined;
+    this.#replay = undefined;
+    this.#userSlot?.release();
+    this.#userSlot = undefined;
   }
 
   /** RSET: the transaction is gone; a kept backend gets RSET before the next. */
@@ -322,6 +379,7 @@ export class ProxySession implements FrontSession {
     if (this.closed) return;
     this.#closed = true;
     this.#tx = undefined;
+    this.#forgetUser();
     this.#abort?.abort(CLIENT_GONE);
     const bound = this.#bound;
     this.#bound = undefined;
@@ -380,18 +438,47 @@ export class ProxySession implements FrontSession {
       void res.bound.conn.quit();
       return replies.draining();
     }
-    this.#bound = res.bound;
-    this.#dirty = false;
-    res.bound.conn.once('close', () => {
-      if (this.#bound === res.bound) {
-        this.#bound = undefined;
-        this.#dirty = false;
-        if (!this.closed)
-          this.log.info({ backend: res.bound.backend.id }, 'backend closed the kept connection');
-      }
-    });
+    const replayed = await this.#replayAuth(res.bound);
+    if (replayed) return replayed;
+    this.#adopt(res.bound);
     this.log.debug({ backend: res.bound.backend.id, pool: poolName }, 'bound to backend');
     return res.bound;
+  }
+
+  /** `bound` becomes the session's backend connection (kept for its transactions). */
+  #adopt(bound: BoundBackend): void {
+    const old = this.#bound;
+    if (old && old !== bound) void old.conn.quit();
+    this.#bound = bound;
+    this.#dirty = false;
+    bound.conn.once('close', () => {
+      if (this.#bound === bound) {
+        this.#bound = undefined;
+        this.#dirty = false;
+        if (!this.closed) this.log.info({ backend: bound.backend.id }, 'backend closed the kept connection');
+      }
+    });
+  }
+
+  /**
+   * A user checked by a backend's SASL, on a new backend connection without XCLIENT (which would
+   * have carried LOGIN=): AUTH again there, so this backend knows who sends too.
+   */
+  async #replayAuth(bound: BoundBackend): Promise<Reply | undefined> {
+    const creds = this.#replay;
+    if (!creds || bound.conn.xclientSent) return undefined;
+    try {
+      const r = await bound.conn.authenticate(creds.user, creds.password);
+      if (isPositive(r)) return undefined;
+      this.log.warn({ backend: bound.backend.id, code: r.code }, 'backend refused the replayed AUTH');
+    } catch (err) {
+      this.log.warn(
+        { backend: bound.backend.id, err: { message: (err as Error).message } },
+        'replayed AUTH failed',
+      );
+    }
+    bound.conn.destroy();
+    return replies.authUnavailable();
   }
 
   #identity(): ClientIdentity {

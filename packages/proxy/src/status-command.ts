@@ -2,7 +2,7 @@
 // 3 am: ledger mode, then per pool each backend's weight, cap, connections and health.
 import type { NodeStatus } from './admin.js';
 
-function table(rows: string[][]): string {
+export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows
     .map((r) =>

@@ -37,6 +37,8 @@ export interface Client {
   readonly secure: boolean;
   /** The SASL-authenticated user (AUTH in the front); undefined until then. */
   readonly user: string | undefined;
+  /** Sender addresses the verifier listed for the user (`senders.ownAddresses`), lower-cased. */
+  readonly userAddresses: readonly string[] | undefined;
 }
 
 /** An accepted recipient and the pool its route gave. */

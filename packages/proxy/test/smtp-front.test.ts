@@ -69,6 +69,7 @@ class TestSession implements FrontSession {
       proto: '',
       secure: false,
       user: undefined,
+      userAddresses: undefined,
     };
     this.#seen = seen;
     this.#answers = a;
@@ -114,6 +115,9 @@ class TestSession implements FrontSession {
     } finally {
       this.transaction = undefined;
     }
+  }
+  async auth(): Promise<Reply> {
+    return reply(535, '5.7.8', 'no AUTH here');
   }
   close(): void {
     this.#seen.closed++;

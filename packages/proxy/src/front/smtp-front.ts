@@ -16,9 +16,18 @@
 import type { Duplex, Readable } from 'node:stream';
 import { type SecureContext, TLSSocket } from 'node:tls';
 import type { Reply } from '@smtp-lb/upstream';
-import { reply, wireReply } from '../replies.js';
+import { replies, reply, wireReply } from '../replies.js';
 import type { Client, SmtpAddress, Transaction } from '../transaction.js';
 import { CommandLines, DotReader, MAX_LINE, TOO_LONG } from './framing.js';
+import {
+  MECHANISMS,
+  type SaslCredentials,
+  type SaslMechanism,
+  type SaslState,
+  type SaslStep,
+  saslContinue,
+  saslStart,
+} from './sasl.js';
 
 /** What the front asks of its session; the front itself keeps only the protocol's state. */
 export interface FrontSession {
@@ -35,6 +44,8 @@ export interface FrontSession {
   mail(from: SmtpAddress): Promise<Reply>;
   /** Inside a transaction. */
   rcpt(to: SmtpAddress): Promise<Reply>;
+  /** AUTH decoded (not yet authenticated, no transaction); a 235 sets `client.user`. */
+  auth(creds: SaslCredentials): Promise<Reply>;
   /** Called after 354; the reply is written once the client's final dot has arrived as well. */
   data(body: Readable): Promise<Reply>;
   /** The connection is gone (once). */
@@ -52,6 +63,8 @@ export interface FrontOptions {
   idleTimeout: number;
   /** STARTTLS is offered when this returns a context (and the session is not secure yet). */
   starttls?: () => SecureContext | undefined;
+  /** AUTH is offered (under TLS; also without it when `plaintext`); absent: AUTH is unknown here. */
+  auth?: { plaintext: boolean };
 }
 
 const MAX_UNKNOWN = 10;
@@ -83,6 +96,8 @@ export class SmtpFront {
   /** A command is being answered by the session; input waits in #lines. */
   #busy = false;
   #unknown = 0;
+  /** AUTH waiting for the client's answer to our 334. */
+  #sasl: SaslState | undefined;
   readonly #dot = new DotReader();
   /** DATA: the session's reply, held until the client's final dot is in too. */
   #dataReply: Reply | undefined;
@@ -236,6 +251,7 @@ export class SmtpFront {
   }
 
   #command(text: string) {
+    if (this.#sasl) return this.#saslLine(text);
     const sp = text.indexOf(' ');
     const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
     const arg = sp < 0 ? '' : text.slice(sp + 1);
@@ -258,6 +274,8 @@ export class SmtpFront {
         return this.shutdown(reply(221, '2.0.0', 'Bye'));
       case 'STARTTLS':
         return this.#starttls(arg);
+      case 'AUTH':
+        return this.#auth(arg);
       case 'VRFY':
         return this.#say(reply(252, '2.5.0', 'Send some mail, I will try my best'));
       case 'HELP':
@@ -293,6 +311,7 @@ export class SmtpFront {
     const secure = this.#session.client.secure;
     if (!secure && this.#opts.starttls?.()) lines.push('STARTTLS');
     if (secure) lines.push('REQUIRETLS');
+    if (this.#authOffered()) lines.push(`AUTH ${MECHANISMS.join(' ')}`);
     lines.push(`SIZE ${this.#opts.maxMessageSize}`);
     this.#say({ code: 250, lines });
   }
@@ -427,6 +446,49 @@ export class SmtpFront {
         this.#pump();
       },
     );
+  }
+
+  // ---- AUTH (RFC 4954) ----
+
+  /** Offered under TLS, or in plaintext where the listener explicitly allows it. */
+  #authOffered(): boolean {
+    const auth = this.#opts.auth;
+    return auth !== undefined && (this.#session.client.secure || auth.plaintext);
+  }
+
+  #auth(arg: string) {
+    if (!this.#opts.auth) return this.#unrecognized('AUTH');
+    if (this.#needHello()) return;
+    if (!this.#authOffered()) return this.#say(replies.authNeedsTls());
+    if (this.#session.client.user !== undefined) return this.#say(replies.authTwice());
+    if (this.#session.transaction) return this.#say(replies.authInTransaction());
+    const parts = arg.trim().split(/ +/);
+    const mechanism = parts[0]!.toUpperCase() as SaslMechanism;
+    if (!MECHANISMS.includes(mechanism) || parts.length > 2) return this.#say(replies.authMechanism());
+    this.#saslStep(saslStart(mechanism, parts[1]));
+  }
+
+  /** The client's answer to a 334: a SASL response, never a command (RFC 4954 4). */
+  #saslLine(text: string) {
+    const state = this.#sasl!;
+    this.#sasl = undefined;
+    this.#saslStep(saslContinue(state, text));
+  }
+
+  #saslStep(step: SaslStep) {
+    switch (step.kind) {
+      case 'challenge':
+        this.#sasl = step.next;
+        return this.#say({ code: 334, lines: [step.challenge] });
+      case 'cancelled':
+        this.#session.problem('AUTH cancelled by the client');
+        return this.#say(replies.authCancelled());
+      case 'malformed':
+        this.#session.problem('AUTH response malformed', { why: step.why });
+        return this.#say(replies.authMalformed());
+      case 'done':
+        return this.#await(this.#session.auth(step.credentials), 'AUTH');
+    }
   }
 
   // ---- STARTTLS ----

@@ -9,10 +9,18 @@
 //   afterRcptReply  the reply the client is about to get: rejected recipients lead to the tarpit.
 //   atData          the client's final dot is in, ours to the backend is held until this answers:
 //                   the policy service at END-OF-MESSAGE (a content scanner's verdict joins here).
+//   atAuth          AUTH decoded by the front: failed attempts per client and per user, cluster-wide,
+//                   around the listener's verifier (auth/authenticator.ts).
+// atMail and atRcpt also apply the rules about an authenticated sender (auth/sender-policy.ts).
 // `pace` holds the replies of a session tarpitted midway.
 import type { ListenerConfig } from '@smtp-lb/config';
 import type { RecipientMap } from '@smtp-lb/discovery';
+import type { ClientSlot } from '@smtp-lb/ledger';
 import type { Reply } from '@smtp-lb/upstream';
+import type { Authenticator } from '../auth/authenticator.js';
+import type { BackendAuthResult, BindForAuth } from '../auth/backend-verifier.js';
+import type { SenderPolicy } from '../auth/sender-policy.js';
+import type { SaslCredentials } from '../front/sasl.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { replies } from '../replies.js';
@@ -27,6 +35,15 @@ export interface SessionChecksDeps {
   metrics: Metrics;
   listener: ListenerConfig;
   recipientMap: (name: string) => RecipientMap | undefined;
+  /** The listener's AUTH (submission and outbound listeners with `auth`). */
+  auth?: Authenticator;
+  senders: SenderPolicy;
+}
+
+/** What atAuth decided: the reply, and on success who the user is (and the backend that said so). */
+export interface AuthOutcome {
+  reply: Reply;
+  result?: BackendAuthResult;
 }
 
 export class SessionChecks {
@@ -42,13 +59,111 @@ export class SessionChecks {
     this.#log = log;
   }
 
-  /** The message rate of the client (counted at MAIL, as Postfix's anvil does). */
-  async atMail(_client: Client, _from: SmtpAddress): Promise<Reply | undefined> {
+  /**
+   * AUTH with decoded credentials. A client or a user name over its failed attempts is refused
+   * before the verifier is asked (421 4.7.0, or the tarpit); each failure is counted for both, in
+   * Redis when the node has one, so a guesser moving between nodes gains nothing.
+   */
+  async atAuth(
+    client: Client,
+    creds: SaslCredentials,
+    attempt: number,
+    bind: BindForAuth,
+  ): Promise<AuthOutcome> {
+    const auth = this.#d.auth;
+    const listener = this.#d.listener.name;
+    const count = (result: string) => this.#d.metrics.authAttempts.inc({ listener, result });
+    if (!auth) return { reply: replies.authMechanism() };
+    const { perClient, perUser, window, action } = auth.config.failures;
+    const limits = this.#d.shaping.limits;
+    const user = creds.user.toLowerCase();
+    const [byClient, byUser] = await Promise.all([
+      perClient > 0
+        ? limits.peek(`auth-fail-client:${listener}`, client.address, perClient, window)
+        : undefined,
+      perUser > 0 ? limits.peek(`auth-fail-user:${listener}`, user, perUser, window) : undefined,
+    ]);
+    if (byClient?.ok === false || byUser?.ok === false) {
+      count('blocked');
+      this.#log.warn(
+        { user: creds.user, failures: byClient?.ok === false ? 'client' : 'user', action },
+        'AUTH refused: too many failed attempts',
+      );
+      if (action === 'reject') return { reply: replies.authTooManyFailures() };
+      this.#tarpit('auth-failures');
+      return { reply: replies.authFailed() };
+    }
+    if (creds.authzid !== '' && creds.authzid !== creds.user) {
+      count('fail');
+      this.#log.info({ user: creds.user, authzid: creds.authzid }, 'AUTH refused: authzid is not the user');
+      await this.#failed(client, user);
+      return { reply: replies.authzidRefused() };
+    }
+    const result = await auth.check(
+      {
+        user: creds.user,
+        password: creds.password,
+        clientAddress: client.address,
+        clientPort: client.port,
+        helo: client.helo,
+        listener,
+        mechanism: creds.mechanism,
+        attempt,
+        sid: client.id,
+      },
+      bind,
+    );
+    count(result.kind);
+    if (result.kind === 'ok') {
+      this.#log.info({ user: result.user, mechanism: creds.mechanism, verify: auth.verify }, 'authenticated');
+      return { reply: replies.authSucceeded(), result };
+    }
+    if (result.kind === 'error') {
+      this.#log.warn(
+        { user: creds.user, verify: auth.verify, reason: result.reason },
+        'AUTH verifier failed',
+      );
+      return { reply: replies.authUnavailable() };
+    }
+    this.#log.info({ user: creds.user, mechanism: creds.mechanism, verify: auth.verify }, 'AUTH failed');
+    await this.#failed(client, user);
+    const reply = replies.authFailed();
+    if (!result.waitMs) return { reply };
+    const wait = result.waitMs;
+    return new Promise((resolve) => setTimeout(() => resolve({ reply }), wait).unref());
+  }
+
+  /** A place among the user's concurrent sessions; undefined when it has too many. */
+  userSession(user: string): Promise<ClientSlot | undefined> {
+    return this.#d.senders.openSession(user, this.#log);
+  }
+
+  async #failed(client: Client, user: string): Promise<void> {
+    const { perClient, perUser, window } = this.#d.auth!.config.failures;
+    const limits = this.#d.shaping.limits;
+    // Per listener (each has its own limits and window), per client and per user, cluster-wide.
+    const listener = this.#d.listener.name;
+    await Promise.all([
+      perClient > 0
+        ? limits.hit(`auth-fail-client:${listener}`, client.address, perClient, window)
+        : undefined,
+      perUser > 0 ? limits.hit(`auth-fail-user:${listener}`, user, perUser, window) : undefined,
+    ]);
+  }
+
+  /**
+   * MAIL: AUTH required before it (530 5.7.0), the rules about the authenticated sender, then the
+   * message rate of the client (counted at MAIL, as Postfix's anvil does).
+   */
+  async atMail(client: Client, from: SmtpAddress): Promise<Reply | undefined> {
+    if (this.#d.auth?.config.required && client.user === undefined) return replies.authRequired();
+    const sender = await this.#d.senders.atMail(client, from.address, this.#log);
+    if (sender) return sender;
     const { shaping } = this.#d;
     const rate = shaping.config.limits.messageRate;
-    const client = this.#client;
-    if (client.allowed || rate.limit === 0) return undefined;
-    const hit = await shaping.limits.hit('msg', client.address, rate.limit, rate.window);
+    const state = this.#client;
+    if (state.allowed || rate.limit === 0) return undefined;
+    const hit = await shaping.limits.hit('msg', state.address, rate.limit, rate.window);
     if (hit.ok) return undefined;
     const action = shaping.config.limits.action;
     this.#log.info(
@@ -67,6 +182,8 @@ export class SessionChecks {
   async atRcpt(tx: Transaction, to: SmtpAddress): Promise<Reply | undefined> {
     const unknown = await this.#verifyRecipient(to);
     if (unknown) return unknown;
+    const sender = await this.#d.senders.atRcpt(tx.client, this.#log);
+    if (sender) return sender;
     const policy = this.#d.shaping.policy;
     if (!policy?.config.at.includes('rcpt')) return undefined;
     const verdict = await policy.check(
