@@ -20,6 +20,7 @@ export const DEFAULTS = {
     timeouts: { connect: '5s', greeting: '30s', command: '1m', dataStart: '2m', dataDone: '10m' },
   },
   backend: { weight: 1 },
+  mx: { port: 25, timeout: '5s', maxHosts: 10, maxTtl: '1h' },
   balancing: { policy: 'least-connections', defaultMaxConnections: 100 },
   admission: { queueTimeout: '30s', maxWaiting: 1000 },
   ledger: { leaseTtl: '15s', onRedisDown: 'local-share', keyPrefix: 'smtp-lb' },

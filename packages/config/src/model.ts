@@ -139,11 +139,39 @@ export interface ConsulPoolSource {
   datacenter?: string;
 }
 
+/** Where an `mx` or `originalDestination` pool may connect, and how many connections per host. */
+export interface DestinationLimits {
+  /** CIDRs never connected to (the node's own listeners are refused besides). */
+  denyDestinations: string[];
+  /** Cap of a destination host not listed in `hosts`. */
+  maxConnections: number;
+  /** Caps by IP address or MX host name (lower case). */
+  hosts: Array<{ host: string; maxConnections: number }>;
+}
+
+export interface MxPoolSource extends DestinationLimits {
+  port: number;
+  /** DNS servers asked in order; empty: the system's. */
+  resolvers: HostPort[];
+  /** Per query and server (ms). */
+  timeout: number;
+  /** Addresses of MX hosts tried per domain. */
+  maxHosts: number;
+  /** Longest time an answer is cached (ms), whatever its TTL. */
+  maxTtl: number;
+}
+
+export type OriginalDestinationSource = DestinationLimits;
+
 export interface PoolConfig {
   name: string;
-  /** Exactly one of static and consul is set. */
+  /** Exactly one of static, consul, mx and originalDestination is set. */
   static?: StaticBackend[];
   consul?: ConsulPoolSource;
+  /** The recipient domain's MX hosts. */
+  mx?: MxPoolSource;
+  /** The destination of the trusted PROXY v2 header. */
+  originalDestination?: OriginalDestinationSource;
   xclient: XclientMode;
   proxyProtocol: ProxyProtocolVersion;
   tls: BackendTlsSettings;

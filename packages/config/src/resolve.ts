@@ -12,6 +12,7 @@ import type {
   BackendTlsSettings,
   BalancingConfig,
   ConsulConfig,
+  DestinationLimits,
   DnsblConfig,
   HostPort,
   LdapScope,
@@ -19,6 +20,7 @@ import type {
   ListenerAuthConfig,
   ListenerConfig,
   ListenerRole,
+  MxPoolSource,
   PolicyConfig,
   PoolConfig,
   RateLimit,
@@ -60,6 +62,24 @@ const optional = <K extends string, V>(key: K, v: V | undefined): { [P in K]?: V
   (v === undefined ? {} : { [key]: v }) as { [P in K]?: V };
 
 const WILDCARDS = new Set(['0.0.0.0', '::']);
+
+const POOL_KINDS = ['static', 'consul', 'mx', 'originalDestination'] as const;
+
+/**
+ * Where a destination pool never connects unless told otherwise: loopback, link-local, unspecified
+ * and multicast (RFC 6890). The operator's own networks (outbound listeners' `clients`) are added by
+ * the node.
+ */
+export const DEFAULT_DENY_DESTINATIONS = [
+  '127.0.0.0/8',
+  '::1/128',
+  '169.254.0.0/16',
+  'fe80::/10',
+  '0.0.0.0/8',
+  '::/128',
+  '224.0.0.0/4',
+  'ff00::/8',
+] as const;
 
 export function resolveConfig(raw: unknown, issues: Issues, options: ResolveOptions = {}): SmtpLbConfig {
   return new Resolver(issues, options).config(obj(raw));
@@ -573,8 +593,10 @@ class Resolver {
   ): PoolConfig {
     const hasStatic = raw.static !== undefined;
     const hasConsul = raw.consul !== undefined;
-    if (hasStatic && hasConsul) this.issues.add(at, 'ECONFLICT', 'set either static or consul, not both');
-    if (!hasStatic && !hasConsul) this.issues.add(at, 'EREQUIRED', 'needs static or consul');
+    const kinds = POOL_KINDS.filter((k) => raw[k] !== undefined);
+    if (kinds.length > 1) this.issues.add(at, 'ECONFLICT', `set one of ${kinds.join(', ')}, not several`);
+    if (kinds.length === 0) this.issues.add(at, 'EREQUIRED', `needs one of ${POOL_KINDS.join(', ')}`);
+    const destination = raw.mx !== undefined || raw.originalDestination !== undefined;
     const consul = obj(raw.consul);
     return {
       name,
@@ -592,12 +614,48 @@ class Resolver {
             }
           : undefined,
       ),
-      xclient: (str(raw.xclient) ?? DEFAULTS.pool.xclient) as PoolConfig['xclient'],
+      ...optional('mx', raw.mx === undefined ? undefined : this.mx([...at, 'mx'], obj(raw.mx), balancing)),
+      ...optional(
+        'originalDestination',
+        raw.originalDestination === undefined
+          ? undefined
+          : this.destinationLimits([...at, 'originalDestination'], obj(raw.originalDestination), balancing),
+      ),
+      // The destinations are other people's MTAs: they get no XCLIENT unless the operator says so.
+      xclient: (str(raw.xclient) ?? (destination ? 'off' : DEFAULTS.pool.xclient)) as PoolConfig['xclient'],
       proxyProtocol: (str(raw.proxyProtocol) ?? DEFAULTS.pool.proxyProtocol) as PoolConfig['proxyProtocol'],
       tls: this.poolTls(raw.tls),
       timeouts: this.backendTimeouts([...at, 'timeouts'], obj(raw.timeouts)),
       connectRetries: num(raw.connectRetries, DEFAULTS.pool.connectRetries),
       ...optional('heloName', str(raw.heloName)),
+    };
+  }
+
+  private mx(at: PathSegment[], raw: Obj, balancing: BalancingConfig): MxPoolSource {
+    const d = DEFAULTS.mx;
+    return {
+      port: num(raw.port, d.port),
+      resolvers: list(raw.resolvers).map((r, i) => this.address([...at, 'resolvers', i], r, false)),
+      timeout: this.duration([...at, 'timeout'], raw.timeout, d.timeout, '1ms'),
+      maxHosts: num(raw.maxHosts, d.maxHosts),
+      maxTtl: this.duration([...at, 'maxTtl'], raw.maxTtl, d.maxTtl),
+      ...this.destinationLimits(at, raw, balancing),
+    };
+  }
+
+  private destinationLimits(at: PathSegment[], raw: Obj, balancing: BalancingConfig): DestinationLimits {
+    return {
+      denyDestinations:
+        raw.denyDestinations === undefined
+          ? [...DEFAULT_DENY_DESTINATIONS]
+          : list(raw.denyDestinations).map((c, i) =>
+              this.parsed([...at, 'denyDestinations', i], parseCidr(c), ''),
+            ),
+      maxConnections: num(raw.maxConnections, balancing.defaultMaxConnections),
+      hosts: list(raw.hosts).map((h) => ({
+        host: (str(obj(h).host) ?? '').toLowerCase().replace(/\.$/, ''),
+        maxConnections: num(obj(h).maxConnections, balancing.defaultMaxConnections),
+      })),
     };
   }
 

@@ -342,11 +342,74 @@ export const PoolTlsSchema = Closed(
   [],
 );
 
+// Pool kinds whose backend is the message's own destination (outbound placement, issue 14): the
+// recipient domain's MX hosts, or the original destination an interceptor handed over.
+function DestinationOptions() {
+  return {
+    denyDestinations: Type.Array(Cidr(''), {
+      description:
+        "Destination networks never connected to (no SSRF through the node); the node's own listeners are refused whatever this says.",
+      defaultText:
+        'loopback, link-local, unspecified and multicast networks, and the `clients` of outbound listeners',
+    }),
+    maxConnections: Type.Integer({
+      minimum: 1,
+      description: 'Connections all nodes together may hold to one destination host not listed in `hosts`.',
+      defaultText: '`balancing.defaultMaxConnections`',
+    }),
+    hosts: Type.Array(
+      Closed(
+        {
+          host: Text('A destination host: an IP address, or an MX host name.'),
+          maxConnections: Type.Integer({ minimum: 1, description: 'Its cap, all nodes together.' }),
+        },
+        ['host', 'maxConnections'],
+      ),
+      { description: 'Caps of particular destination hosts.', default: [] },
+    ),
+  };
+}
+
+export const MxPoolSchema = Closed(
+  {
+    port: Type.Integer({
+      minimum: 1,
+      maximum: 65535,
+      ...withDefault('Port of the MX hosts (another than 25 only for test set-ups).', DEFAULTS.mx.port),
+    }),
+    resolvers: Type.Array(Address('DNS server.'), {
+      description: "DNS servers (host:port), asked in order; empty: the system's.",
+      default: [],
+    }),
+    timeout: Duration('Wait for one DNS answer from one server.', DEFAULTS.mx.timeout),
+    maxHosts: Type.Integer({
+      minimum: 1,
+      maximum: 50,
+      ...withDefault(
+        'Addresses of MX hosts tried per domain, by preference, before 451 4.4.1.',
+        DEFAULTS.mx.maxHosts,
+      ),
+    }),
+    maxTtl: Duration('DNS answers are cached for their TTL, at most this long.', DEFAULTS.mx.maxTtl),
+    ...DestinationOptions(),
+  },
+  [],
+  {
+    description:
+      "The recipient domain's MX hosts by preference (A/AAAA when it has none); one recipient domain per transaction.",
+  },
+);
+
+export const OriginalDestinationPoolSchema = Closed(DestinationOptions(), [], {
+  description:
+    'The destination address of the trusted PROXY v2 header (what the intercepted client dialled).',
+});
+
 export const PoolSchema = Closed(
   {
     static: Type.Array(StaticBackendSchema, {
       minItems: 1,
-      description: 'Fixed backend list (set this or `consul`).',
+      description: 'Fixed backend list (set this, `consul`, `mx` or `originalDestination`).',
     }),
     consul: Closed(
       {
@@ -356,9 +419,11 @@ export const PoolSchema = Closed(
       },
       ['service'],
     ),
+    mx: MxPoolSchema,
+    originalDestination: OriginalDestinationPoolSchema,
     xclient: OneOf(
       XCLIENT_MODES,
-      'Pass client identity by XCLIENT when the backend offers it.',
+      'Pass client identity by XCLIENT when the backend offers it (`mx` and `originalDestination` pools: `off` unless set).',
       DEFAULTS.pool.xclient,
     ),
     proxyProtocol: OneOf(

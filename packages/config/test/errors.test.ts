@@ -81,19 +81,48 @@ test('a pool that is not defined', T, () => {
   assert.equal(errorAt(errors, 'routes[0].pool').message, 'unknown pool "sales" (defined: default)');
 });
 
-test('a pool with both static and consul, and one with neither', T, () => {
+test('a pool of two kinds, and one of none', T, () => {
   const errors = errorsOf(
     withBase(`    consul: { service: mta }
   empty:
     xclient: off
+  both:
+    mx: {}
+    originalDestination: {}
 `),
   );
   assert.deepEqual(errorAt(errors, 'pools.default'), {
     path: 'pools.default',
     code: 'ECONFLICT',
-    message: 'set either static or consul, not both',
+    message: 'set one of static, consul, not several',
   });
-  assert.equal(errorAt(errors, 'pools.empty').message, 'needs static or consul');
+  assert.equal(
+    errorAt(errors, 'pools.empty').message,
+    'needs one of static, consul, mx, originalDestination',
+  );
+  assert.equal(errorAt(errors, 'pools.both').message, 'set one of mx, originalDestination, not several');
+});
+
+test('destination pools: every mistake at its path', T, () => {
+  const errors = errorsOf(
+    withBase(`  internet:
+    mx: { port: 0, resolvers: [nowhere], timeout: 0, maxHosts: 0, denyDestinations: [10.0.0.0/33], hosts: [{ host: mx.example.com }] }
+  intercepted:
+    originalDestination: { maxConnections: 0, extra: 1 }
+`),
+  ).map((e) => e.path);
+  for (const path of [
+    'pools.internet.mx.port',
+    'pools.internet.mx.resolvers[0]',
+    'pools.internet.mx.timeout',
+    'pools.internet.mx.maxHosts',
+    'pools.internet.mx.denyDestinations[0]',
+    'pools.internet.mx.hosts[0].maxConnections',
+    'pools.intercepted.originalDestination.maxConnections',
+    'pools.intercepted.originalDestination.extra',
+  ]) {
+    assert.ok(errors.includes(path), `${path} in ${errors.join(', ')}`);
+  }
 });
 
 test('cross-field rules', T, () => {

@@ -79,6 +79,10 @@ pools:
     tls: {}
   other:
     consul: { service: mta }
+  internet:
+    mx: {}
+  intercepted:
+    originalDestination: {}
 shaping:
   dnsbl: { zones: [{ zone: bl.example }] }
   policy: { address: 127.0.0.1:10023 }
@@ -93,7 +97,13 @@ scanners:
     if (row.defaultValue === undefined) continue;
     // The first listener is inbound (role's default); AUTH settings are the submission listener's.
     const index = row.key.startsWith('listeners[].auth.') ? '.1' : '.0';
-    const path = row.key.replace(/\[\]/g, index).replace('<name>', 'default').split('.');
+    // Keys of a pool kind are read from the pool of that kind.
+    const pool = row.key.startsWith('pools.<name>.mx.')
+      ? 'internet'
+      : row.key.startsWith('pools.<name>.originalDestination.')
+        ? 'intercepted'
+        : 'default';
+    const path = row.key.replace(/\[\]/g, index).replace('<name>', pool).split('.');
     let actual: unknown = resolved;
     for (const p of path) actual = (actual as Record<string, unknown>)[p];
     // `pools.<name>.tls` is a mode or a map; the default is the mode of the resolved map.

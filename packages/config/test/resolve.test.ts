@@ -267,3 +267,44 @@ test('the shaping section resolves with units, zones, resolvers and the policy s
     },
   });
 });
+
+test('destination pools: units, lower-cased host caps, default deny list and no XCLIENT', T, () => {
+  const c = configOf(
+    withBase(
+      `  internet:
+    mx: { port: 2525, resolvers: ['[::1]:53'], timeout: 2s, hosts: [{ host: MX.Example.COM., maxConnections: 3 }] }
+  intercepted:
+    originalDestination: { denyDestinations: [10.0.0.0/8, 192.0.2.1], maxConnections: 7 }
+    xclient: auto
+`,
+      '    pool: default\n',
+    ),
+  );
+  const mx = c.pools.internet!;
+  assert.deepEqual(mx.mx, {
+    port: 2525,
+    resolvers: [{ host: '::1', port: 53 }],
+    timeout: 2000,
+    maxHosts: 10,
+    maxTtl: 3_600_000,
+    denyDestinations: [
+      '127.0.0.0/8',
+      '::1/128',
+      '169.254.0.0/16',
+      'fe80::/10',
+      '0.0.0.0/8',
+      '::/128',
+      '224.0.0.0/4',
+      'ff00::/8',
+    ],
+    maxConnections: 100,
+    hosts: [{ host: 'mx.example.com', maxConnections: 3 }],
+  });
+  assert.equal(mx.xclient, 'off');
+  assert.deepEqual(c.pools.intercepted!.originalDestination, {
+    denyDestinations: ['10.0.0.0/8', '192.0.2.1/32'],
+    maxConnections: 7,
+    hosts: [],
+  });
+  assert.equal(c.pools.intercepted!.xclient, 'auto');
+});

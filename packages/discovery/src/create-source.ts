@@ -19,6 +19,8 @@ export function createSource(
   defaults: SourceDefaults,
 ): BackendSource {
   if (pool.static) return new StaticSource(pool.name, pool.static);
+  // Their backends depend on each message (MX) or session (original destination): none in advance.
+  if (pool.mx || pool.originalDestination) return new StaticSource(pool.name, []);
   if (pool.consul) {
     if (!consul) {
       throw new DiscoveryError(
@@ -40,5 +42,8 @@ export function createSource(
       ...defaults,
     });
   }
-  throw new DiscoveryError('DISCOVERY_NO_SOURCE', `pool ${pool.name} has neither static backends nor consul`);
+  throw new DiscoveryError(
+    'DISCOVERY_NO_SOURCE',
+    `pool ${pool.name} has no static backends, consul, mx or originalDestination`,
+  );
 }

@@ -7,6 +7,8 @@ export interface DiscoveredBackend {
   id: string;
   host: string;
   port: number;
+  /** A host name for TLS (SNI, certificate check) and logs when `host` is an address (an MX host). */
+  name?: string;
   weight: number;
   maxConnections: number;
   /** Per-backend overrides of the pool's options. */

@@ -17,6 +17,7 @@ import {
   type UpstreamOptions,
 } from '@smtp-lb/upstream';
 import type { Logger } from 'pino';
+import type { BindTargets } from './destinations.js';
 import type { Metrics } from './metrics.js';
 import type { PoolRuntime } from './pool-runtime.js';
 import { replies } from './replies.js';
@@ -24,6 +25,8 @@ import type { SlotWaiters } from './slot-waiters.js';
 
 export interface BoundBackend {
   readonly pool: string;
+  /** The targets' key: a kept connection serves a later transaction with the same key. */
+  readonly target: string;
   readonly backend: DiscoveredBackend;
   readonly conn: UpstreamConnection;
 }
@@ -50,8 +53,13 @@ export class Binder {
     this.#d = deps;
   }
 
+  /**
+   * `targets` are the pool's discovered backends, or a destination pool's hosts for this transaction;
+   * ordered targets are tried in their order (MX preference), each of them, not by the policy.
+   */
   async bind(
     pool: PoolRuntime,
+    targets: BindTargets,
     identity: ClientIdentity,
     heloName: string,
     log: Logger,
@@ -66,14 +74,19 @@ export class Binder {
     let waitedSince: number | undefined;
 
     while (!signal.aborted) {
-      const all = pool.source.current();
+      const all = targets.backends();
       const skip = tried;
       const open = skip ? all.filter((b) => !skip.has(b.id)) : all;
-      if (open.length === 0 || attempts > pool.config.connectRetries) {
+      if (open.length === 0 || (!targets.ordered && attempts > pool.config.connectRetries)) {
         return { ok: false, reply: replies.noBackend() };
       }
       const free = belowCap(open, ledger);
-      const lease = free.length > 0 ? await this.#acquire(pool, free) : undefined;
+      const lease =
+        free.length === 0
+          ? undefined
+          : targets.ordered
+            ? await this.#acquireInOrder(free)
+            : await this.#acquire(pool, free);
       if (!lease) {
         // Every open backend is at its cap: wait for a release, bounded in time and in count.
         const left = deadline - Date.now();
@@ -111,7 +124,7 @@ export class Binder {
           continue;
         }
         conn.once('close', free);
-        return { ok: true, bound: { pool: pool.name, backend, conn } };
+        return { ok: true, bound: { pool: pool.name, target: targets.key, backend, conn } };
       } catch (err) {
         lease.release();
         waiters.release(backend.id);
@@ -153,6 +166,15 @@ export class Binder {
     return undefined;
   }
 
+  /** The first of `free` that has a slot. */
+  async #acquireInOrder(free: readonly DiscoveredBackend[]): Promise<Lease | undefined> {
+    for (const b of free) {
+      const lease = await this.#d.ledger.tryAcquire(b.id, b.maxConnections);
+      if (lease) return lease;
+    }
+    return undefined;
+  }
+
   #options(pool: PoolRuntime, b: DiscoveredBackend, heloName: string): UpstreamOptions {
     const c = pool.config;
     return {
@@ -163,7 +185,7 @@ export class Binder {
         mode: b.tls ?? c.tls.mode,
         verify: c.tls.verify,
         ca: pool.caPem,
-        servername: c.tls.servername,
+        servername: c.tls.servername ?? b.name,
       },
       xclient: b.xclient ?? c.xclient,
       proxyProtocol: b.proxyProtocol ?? c.proxyProtocol,

@@ -127,6 +127,7 @@ export class Listener {
                 address: plainAddress(socket.localAddress ?? ''),
                 port: socket.localPort ?? 0,
               },
+              proxied: admitted.destination !== undefined,
               secure: config.tls?.implicit ?? false,
             },
             listener: config,

@@ -14,6 +14,7 @@ import {
 import { AdminServer, type NodeStatus } from './admin.js';
 import { SenderPolicy } from './auth/sender-policy.js';
 import { Binder } from './binder.js';
+import { Destinations } from './destinations.js';
 import { Listener } from './listener.js';
 import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
@@ -207,7 +208,13 @@ export class SmtpLbNode {
         onError: (err) => this.metrics.discoveryErrors.inc({ pool: name, code: err.code }),
       });
       this.metrics.discoveryStale.set({ pool: name }, 0);
-      const runtime = new PoolRuntime(name, pc, source, config.balancing.policy);
+      const runtime = new PoolRuntime(
+        name,
+        pc,
+        source,
+        config.balancing.policy,
+        Destinations.of(pc) ? new Destinations(pc, () => this.#ownEndpoints()) : undefined,
+      );
       runtime.unsubscribe = source.onChange((backends) => {
         this.metrics.discoveryUpdates.inc({ pool: name });
         this.log.info({ pool: name, backends: backends.map((b) => b.id) }, 'backend set changed');
@@ -219,6 +226,13 @@ export class SmtpLbNode {
     this.#pools = next;
     // Sessions already bound keep their backend connection; only new bindings use the new pools.
     for (const p of retired) void p.close();
+  }
+
+  /** Where this node itself listens: destination pools never connect there (a loop). */
+  #ownEndpoints(): Array<{ address: string; port: number }> {
+    const out = [...this.addresses.values()].map((a) => ({ address: a.host, port: a.port }));
+    if (this.adminAddress) out.push({ address: this.adminAddress.host, port: this.adminAddress.port });
+    return out;
   }
 
   /** SIGHUP: apply a new configuration without dropping a session. */

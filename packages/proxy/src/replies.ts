@@ -49,6 +49,14 @@ export const replies = {
     reply(553, '5.7.1', `<${address}>: Sender address not owned by the authenticated user`),
   senderOverLimit: () => reply(450, '4.7.1', 'Sender over its limit, try again later'),
   senderSuspended: () => reply(554, '5.7.1', 'Account suspended, contact the postmaster'),
+  // Destination pools (mx, originalDestination): the node looks up or takes the destination itself.
+  nullMx: () => reply(556, '5.1.10', 'Recipient domain accepts no mail (null MX, RFC 7505)'),
+  noSuchDomain: () => reply(550, '5.1.2', 'Recipient domain does not exist'),
+  noMailHost: () => reply(550, '5.4.4', 'Recipient domain has no mail host address'),
+  dnsFailure: () => reply(451, '4.4.3', 'DNS lookup of the recipient domain failed, try again later'),
+  noOriginalDestination: () =>
+    reply(451, '4.3.0', 'Original destination unknown for this connection, try again later'),
+  destinationDenied: () => reply(554, '5.7.1', 'Destination not allowed'),
 };
 
 export function isPositive(r: Reply): boolean {

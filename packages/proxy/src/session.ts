@@ -16,13 +16,14 @@ import type {
   UpstreamError,
 } from '@smtp-lb/upstream';
 import type { Binder, BoundBackend } from './binder.js';
+import type { BindTargets } from './destinations.js';
 import type { SaslCredentials } from './front/sasl.js';
 import type { FrontSession } from './front/smtp-front.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { PoolRuntime } from './pool-runtime.js';
 import { isPositive, replies } from './replies.js';
-import type { Router } from './router.js';
+import { domainOf, type Router } from './router.js';
 import type { SessionChecks } from './shaping/session-checks.js';
 import type { Client, Recipient, SmtpAddress, Transaction, Writable } from './transaction.js';
 export interface SessionDeps {
@@ -35,7 +36,7 @@ export interface SessionDeps {
 
 /** What a listener hands a new session. */
 export interface SessionSetup {
-  client: Pick<Client, 'id' | 'address' | 'port' | 'destination' | 'secure'>;
+  client: Pick<Client, 'id' | 'address' | 'port' | 'destination' | 'proxied' | 'secure'>;
   listener: ListenerConfig;
   checks: SessionChecks;
   /** The listener is draining: a new transaction gets 421 4.3.2. */
@@ -170,7 +171,15 @@ export class ProxySession implements FrontSession {
   async #bindForAuth(signal: AbortSignal): Promise<BoundBackend | Reply> {
     const pool = this.#d.pool(this.#listener.pool);
     if (!pool) return replies.noBackend();
-    const res = await this.#d.binder.bind(pool, this.#identity(), this.#listener.hostname, this.log, signal);
+    const targets: BindTargets = { key: pool.name, backends: () => pool.source.current(), ordered: false };
+    const res = await this.#d.binder.bind(
+      pool,
+      targets,
+      this.#identity(),
+      this.#listener.hostname,
+      this.log,
+      signal,
+    );
     return res.ok ? res.bound : res.reply;
   }
 
@@ -238,11 +247,17 @@ export class ProxySession implements FrontSession {
     }
     const poolName = route.pool;
     if (tx.pool !== undefined && tx.pool !== poolName) return replies.otherRoute();
+    // An MX pool binds per recipient domain: another domain is another destination.
+    const domain = domainOf(to.address);
+    const perDomain = this.#d.pool(poolName)?.destinations?.perDomain === true;
+    if (perDomain && tx.pool !== undefined && domainOf(tx.recipients[0]!.address) !== domain) {
+      return replies.otherRoute();
+    }
 
     // A kept connection may have died while idle; a transaction that has sent nothing to it yet
     // simply binds again.
     for (let attempt = 0; ; attempt++) {
-      const bound = await this.#ensureBound(poolName, !tx.mailAtBackend);
+      const bound = await this.#ensureBound(poolName, domain, !tx.mailAtBackend);
       if ('code' in bound) return bound;
       try {
         if (this.#dirty && !tx.mailAtBackend) {
@@ -390,20 +405,27 @@ export class ProxySession implements FrontSession {
   }
 
   /**
-   * The session's backend for `poolName`. A kept connection serves a new transaction only while its
-   * backend is still in the pool's set: one that turned critical or left gets no new transactions.
+   * The session's backend for `poolName` (and, for an MX pool, `domain`). A kept connection serves a
+   * new transaction only while its backend is still in the pool's set: one that turned critical or
+   * left gets no new transactions. A destination pool's kept connection serves the same destination.
    */
-  async #ensureBound(poolName: string, newTransaction: boolean): Promise<BoundBackend | Reply> {
+  async #ensureBound(
+    poolName: string,
+    domain: string,
+    newTransaction: boolean,
+  ): Promise<BoundBackend | Reply> {
     const kept = this.#bound;
+    const pool = this.#d.pool(poolName);
+    const destinations = pool?.destinations;
+    const key = destinations?.perDomain ? `${poolName}/${domain}` : undefined;
     if (
       kept &&
       kept.pool === poolName &&
+      (key === undefined || kept.target === key) &&
       !kept.conn.closed &&
       (!newTransaction ||
-        this.#d
-          .pool(poolName)
-          ?.source.current()
-          .some((b) => b.id === kept.backend.id))
+        destinations !== undefined ||
+        pool?.source.current().some((b) => b.id === kept.backend.id))
     ) {
       return kept;
     }
@@ -412,11 +434,17 @@ export class ProxySession implements FrontSession {
       this.#dirty = false;
       void kept.conn.quit();
     }
-    const pool = this.#d.pool(poolName);
     if (!pool) {
       this.log.error({ pool: poolName }, 'route points at an unknown pool');
       return replies.noBackend();
     }
+    let targets: BindTargets = { key: poolName, backends: () => pool.source.current(), ordered: false };
+    if (destinations) {
+      const found = await destinations.targets(domain, this.#client, this.log);
+      if (!found.ok) return found.reply;
+      targets = found.targets;
+    }
+    if (this.closed) return replies.draining();
     // The controller only matters while a bind is in flight: abort() builds and dispatches an event,
     // which a close between transactions need not pay for.
     const abort = new AbortController();
@@ -425,6 +453,7 @@ export class ProxySession implements FrontSession {
     try {
       res = await this.#d.binder.bind(
         pool,
+        targets,
         this.#identity(),
         this.#listener.hostname,
         this.log,

@@ -29,6 +29,8 @@ export interface Client {
    * the backend as XCLIENT DESTADDR/DESTPORT and as the destination of a PROXY header.
    */
   readonly destination: Endpoint;
+  /** `address` and `destination` come from a trusted PROXY header (not from the socket). */
+  readonly proxied: boolean;
   /** The HELO/EHLO name, lower-cased; '' until the client introduced itself (again after STARTTLS). */
   readonly helo: string;
   /** ESMTP after EHLO, SMTP after HELO, '' before either. */

@@ -25,6 +25,7 @@ class AuthSession implements FrontSession {
       address: socket.remoteAddress ?? '',
       port: socket.remotePort ?? 0,
       destination: { address: '127.0.0.1', port: 0 },
+      proxied: false,
       helo: '',
       proto: '',
       secure: false,

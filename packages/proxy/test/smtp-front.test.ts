@@ -65,6 +65,7 @@ class TestSession implements FrontSession {
       address: socket.remoteAddress ?? '',
       port: socket.remotePort ?? 0,
       destination: { address: socket.localAddress ?? '', port: socket.localPort ?? 0 },
+      proxied: false,
       helo: '',
       proto: '',
       secure: false,

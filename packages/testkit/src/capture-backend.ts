@@ -24,8 +24,10 @@ export interface CaptureReplyContext {
 }
 
 export interface CaptureBackendOptions {
-  /** Port on 127.0.0.1; default 0 (a free one). */
+  /** Port; default 0 (a free one). */
   port?: number;
+  /** Address to listen on; default 127.0.0.1 (another 127.0.0.x stands for another host). */
+  host?: string;
   /** Default `220 capture.test ESMTP`. */
   greeting?: string;
   /** Name in the first EHLO line and in HELO replies. Default `capture.test`. */
@@ -147,7 +149,7 @@ export async function startCaptureBackend(opts: CaptureBackendOptions = {}): Pro
   let nextMessage = 1;
 
   const backend: CaptureBackend = {
-    host: '127.0.0.1',
+    host: opts.host ?? '127.0.0.1',
     port: 0,
     address: '',
     sessions: [],
@@ -199,7 +201,7 @@ export async function startCaptureBackend(opts: CaptureBackendOptions = {}): Pro
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
   backend.port = (server.address() as net.AddressInfo).port;
   backend.address = `${backend.host}:${backend.port}`;

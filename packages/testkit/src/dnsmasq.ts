@@ -1,7 +1,7 @@
 // A private DNS server for tests: Debian's dnsmasq on a free loopback port, answering only from
-// the records the test gives (DNSBL listings as A records), NXDOMAIN for the rest of the given
-// zones, nothing from /etc/hosts, resolv.conf or /etc/dnsmasq.conf. Queries are logged, so a test
-// can count what reached the server (a cache test).
+// the records the test gives (DNSBL listings as A records; MX, A/AAAA and CNAME records for mail
+// routing), NXDOMAIN for the rest of the given zones, nothing from /etc/hosts, resolv.conf or
+// /etc/dnsmasq.conf. Queries are logged, so a test can count what reached the server (a cache test).
 import { freePort } from './free-port.js';
 import { type ManagedProcess, startProcess } from './process.js';
 
@@ -12,6 +12,14 @@ export interface DnsmasqOptions {
   records?: Record<string, string | string[]>;
   /** Zones answered NXDOMAIN for every name without a record (e.g. ['bl.test']). */
   zones?: string[];
+  /** MX records by domain, `'null'` for a null MX (RFC 7505). */
+  mx?: Record<string, Array<{ host: string; preference: number }> | 'null'>;
+  /** name → A and AAAA addresses (dnsmasq's --host-record). */
+  hosts?: Record<string, string[]>;
+  /** alias → target (the target must be one of `hosts`). */
+  cnames?: Record<string, string>;
+  /** Zones answered from these records only: NXDOMAIN for other names, NODATA for other types. */
+  local?: string[];
   /** TTL of the answers, seconds. Default 60. */
   ttl?: number;
   /** Default: a free port. */
@@ -25,6 +33,8 @@ export interface Dnsmasq {
   readonly address: string;
   /** Names queried so far, in order (from dnsmasq's query log). */
   queries(): string[];
+  /** Names queried for one record type (MX, A, AAAA...), in order. */
+  queriesOf(type: string): string[];
   output(): string;
   stop(): Promise<void>;
 }
@@ -47,6 +57,14 @@ export async function startDnsmasq(options: DnsmasqOptions = {}): Promise<Dnsmas
     '--user=nobody',
   ];
   for (const zone of options.zones ?? []) args.push(`--address=/${zone}/`);
+  for (const zone of options.local ?? []) args.push(`--local=/${zone}/`);
+  for (const [domain, mx] of Object.entries(options.mx ?? {})) {
+    if (mx === 'null') args.push(`--mx-host=${domain},.,0`);
+    else for (const m of mx) args.push(`--mx-host=${domain},${m.host},${m.preference}`);
+  }
+  for (const [name, ips] of Object.entries(options.hosts ?? {}))
+    args.push(`--host-record=${name},${ips.join(',')}`);
+  for (const [alias, target] of Object.entries(options.cnames ?? {})) args.push(`--cname=${alias},${target}`);
   for (const [name, value] of Object.entries(options.records ?? {})) {
     for (const ip of Array.isArray(value) ? value : [value]) args.push(`--address=/${name}/${ip}`);
   }
@@ -62,6 +80,10 @@ export async function startDnsmasq(options: DnsmasqOptions = {}): Promise<Dnsmas
     port,
     address: `${HOST}:${port}`,
     queries: () => [...proc.output().matchAll(/query\[A\] (\S+) from/g)].map((m) => m[1]!),
+    queriesOf: (type) =>
+      [...proc.output().matchAll(/query\[(\w+)\] (\S+) from/g)]
+        .filter((m) => m[1] === type)
+        .map((m) => m[2]!),
     output: () => proc.output(),
     async stop() {
       await proc.stop();

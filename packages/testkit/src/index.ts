@@ -4,6 +4,7 @@ export * from './dnsmasq.js';
 export * from './dovecot.js';
 export * from './errors.js';
 export * from './free-port.js';
+export * from './hostile-dns.js';
 export * from './postfix.js';
 export * from './postgrey.js';
 export * from './process.js';
