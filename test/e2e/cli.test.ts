@@ -1,15 +1,16 @@
 // The `smtp-lb` command as an operator runs it: check-config answers with every error by path and
 // exit 1; a node started from a file relays mail; a 50 MB message streams with flat memory.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, test } from 'node:test';
 import { freePort, startCaptureBackend } from '@smtp-lb/testkit';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
+import { rssKiB, spawnConfigNode } from '../helpers/cli-node.js';
 import { simpleConfig } from '../helpers/node.js';
-import { SmtpDialog } from '../helpers/smtp-dialog.js';
+import type { SmtpDialog } from '../helpers/smtp-dialog.js';
 
 const CLI = resolve(import.meta.dirname, '../../../packages/proxy/dist/src/cli.js');
 const dir = mkdtempSync(join(tmpdir(), 'smtp-lb-cli-'));
@@ -72,11 +73,6 @@ admission: { queueTimeout: soon }
   });
 });
 
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return Number(m?.[1] ?? 0);
-}
-
 describe('a node run from the command line', { timeout: 180_000 }, () => {
   test('streams a 50 MB message with flat memory, byte for byte', async () => {
     const backend = await startCaptureBackend({ capabilities: ['PIPELINING', '8BITMIME', 'SIZE 209715200'] });
@@ -89,20 +85,7 @@ describe('a node run from the command line', { timeout: 180_000 }, () => {
         .replace('log: { level: debug }', 'log: { level: warn }')
         .replace('    pool: default', '    pool: default\n    maxMessageSize: 100MB'),
     );
-    const child = spawn(process.execPath, [CLI, '--config', cfg], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    cleanup.push(() => {
-      child.kill('SIGKILL');
-    });
-    let c: SmtpDialog | undefined;
-    for (let i = 0; i < 100 && !c; i++) {
-      c = await SmtpDialog.open(port).catch(() => undefined);
-      if (!c) await new Promise((r) => setTimeout(r, 100));
-    }
-    assert.ok(c, `node did not start: ${stderr}`);
+    const { child, dialog: c } = await spawnConfigNode(cfg, port, cleanup);
     await c.read();
     await c.cmd('EHLO big.test');
     const line = `${'0123456789abcdef'.repeat(6)}\r\n`; // 98 bytes

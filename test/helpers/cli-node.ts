@@ -1,11 +1,12 @@
 // A node run as its own process (the real `smtp-lb` command), for tests that need several nodes,
 // SIGKILL, or a process that outlives a Redis outage.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NodeStatus } from '@smtp-lb/proxy';
 import { freePort } from '@smtp-lb/testkit';
+import type { Cleanup } from './cleanup.js';
 import { SmtpDialog } from './smtp-dialog.js';
 
 export const CLI = resolve(import.meta.dirname, '../../../packages/proxy/dist/src/cli.js');
@@ -23,6 +24,19 @@ export interface CliNode {
 
 const dir = mkdtempSync(join(tmpdir(), 'smtp-lb-nodes-'));
 
+/** `smtp-lb --config file` as a child process, its stdout and stderr kept. */
+function spawnCli(file: string): { child: ChildProcess; output: () => string } {
+  const child = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (d) => {
+    out += d;
+  });
+  child.stderr!.on('data', (d) => {
+    out += d;
+  });
+  return { child, output: () => out };
+}
+
 /** Starts `smtp-lb --config` on free ports; `body` is the config without node, listeners and admin. */
 export async function startCliNode(id: string, body: string): Promise<CliNode> {
   const [port, adminPort] = [await freePort(), await freePort()];
@@ -36,14 +50,7 @@ admin: { listen: "127.0.0.1:${adminPort}" }
 log: { level: info }
 ${body}`,
   );
-  const child = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d) => {
-    out += d;
-  });
-  child.stderr!.on('data', (d) => {
-    out += d;
-  });
+  const { child, output } = spawnCli(file);
   const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
   const node: CliNode = {
     id,
@@ -51,7 +58,7 @@ ${body}`,
     adminPort,
     child,
     exited,
-    output: () => out,
+    output,
     status: async () => (await (await fetch(`http://127.0.0.1:${adminPort}/status`)).json()) as NodeStatus,
     kill: (signal = 'SIGKILL') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
@@ -65,8 +72,32 @@ ${body}`,
       return node;
     }
     if (child.exitCode !== null || Date.now() > deadline) {
-      throw new Error(`node ${id} did not start:\n${out}`);
+      throw new Error(`node ${id} did not start:\n${output()}`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** `smtp-lb --config file` as a child (killed by `cleanup`) and a first dialog once `port` answers. */
+export async function spawnConfigNode(
+  file: string,
+  port: number,
+  cleanup: Cleanup,
+): Promise<{ child: ChildProcess; output: () => string; dialog: SmtpDialog }> {
+  const { child, output } = spawnCli(file);
+  cleanup.push(() => {
+    child.kill('SIGKILL');
+  });
+  for (let i = 0; i < 100; i++) {
+    const dialog = await SmtpDialog.open(port).catch(() => undefined);
+    if (dialog) return { child, output, dialog };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`node did not start: ${output()}`);
+}
+
+/** The resident set size of a process, from /proc. */
+export function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0);
 }

@@ -132,6 +132,7 @@ export class Listener {
             },
             listener: config,
             checks: new SessionChecks(this.#checkDeps, admitted.client, admitted.log),
+            scan: this.#deps.scanners.forSession(config, admitted.id, admitted.log),
             draining: this.#isDraining,
             log: admitted.log,
           },

@@ -225,6 +225,26 @@ export class Metrics {
     this.#suspended = count;
   }
 
+  readonly scanVerdicts = new SummedCounter({
+    name: 'smtp_lb_scan_verdicts_total',
+    help: 'Content scans by scanner and outcome (accept, reject, defer, discard, error, oversize)',
+    labelNames: ['scanner', 'action'] as const,
+    registers: [this.registry],
+  });
+  readonly scanDuration = new Histogram({
+    name: 'smtp_lb_scan_duration_seconds',
+    help: 'From the start of DATA to the verdict of a content scanner',
+    labelNames: ['scanner'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly scanModifications = new Counter({
+    name: 'smtp_lb_scan_modifications_total',
+    help: 'Messages a scanner asked to change (headers, body, recipients), which streaming cannot apply',
+    labelNames: ['scanner'] as const,
+    registers: [this.registry],
+  });
+
   /** Sets the function that copies node state (counts, caps, backend sets) into the gauges. */
   onScrape(refresh: () => void): void {
     this.#refresh = refresh;

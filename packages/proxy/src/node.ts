@@ -21,6 +21,7 @@ import { Metrics } from './metrics.js';
 import { PoolRuntime } from './pool-runtime.js';
 import { RecipientMaps } from './recipient-maps.js';
 import { Router } from './router.js';
+import { ScanRuntime } from './scan/scan-runtime.js';
 import type { SessionDeps } from './session.js';
 import { ShapingRuntime } from './shaping/shaping-runtime.js';
 import { SlotWaiters } from './slot-waiters.js';
@@ -115,6 +116,7 @@ export class SmtpLbNode {
       recipientMap: this.#map,
       binder,
       metrics: this.metrics,
+      scanners: new ScanRuntime(config.scanners, this.metrics),
     };
   }
 
@@ -253,6 +255,7 @@ export class SmtpLbNode {
     this.#router = new Router(config.routes, this.#map);
     this.#setPools(config);
     this.#shaping?.update(config.shaping);
+    this.#deps.scanners.update(config.scanners);
     for (const [name, listener] of this.#listeners) {
       const lc = config.listeners.find((l) => l.name === name);
       if (lc && sameAddress(lc, listener.config)) {
@@ -340,6 +343,7 @@ export class SmtpLbNode {
     await this.#shaping?.close();
     await this.#maps?.close();
     await this.#senders?.suspensions.close();
+    await this.#deps.scanners.close();
     await this.ledger.close();
   }
 }

@@ -57,6 +57,12 @@ export const replies = {
   noOriginalDestination: () =>
     reply(451, '4.3.0', 'Original destination unknown for this connection, try again later'),
   destinationDenied: () => reply(554, '5.7.1', 'Destination not allowed'),
+  scanReject: (text?: string) => reply(554, '5.7.1', text ?? 'Message rejected as spam'),
+  scanDefer: (text?: string) =>
+    reply(450, '4.7.1', text ?? 'Message deferred by the content filter, try again later'),
+  scanDiscard: () => reply(554, '5.7.1', 'Message refused by the content filter'),
+  scanUnavailable: () => reply(451, '4.3.5', 'Content filter unavailable, try again later'),
+  scanFailedReject: () => reply(554, '5.7.1', 'Message could not be scanned'),
 };
 
 export function isPositive(r: Reply): boolean {

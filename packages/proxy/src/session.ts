@@ -24,6 +24,8 @@ import type { Metrics } from './metrics.js';
 import type { PoolRuntime } from './pool-runtime.js';
 import { isPositive, replies } from './replies.js';
 import { domainOf, type Router } from './router.js';
+import type { ScanRuntime } from './scan/scan-runtime.js';
+import type { MessageScan, SessionScan } from './scan/scan-stage.js';
 import type { SessionChecks } from './shaping/session-checks.js';
 import type { Client, Recipient, SmtpAddress, Transaction, Writable } from './transaction.js';
 export interface SessionDeps {
@@ -32,6 +34,8 @@ export interface SessionDeps {
   recipientMap: (name: string) => RecipientMap | undefined;
   binder: Binder;
   metrics: Metrics;
+  /** The node's content scanners (`scanners:`). */
+  scanners: ScanRuntime;
 }
 
 /** What a listener hands a new session. */
@@ -39,6 +43,8 @@ export interface SessionSetup {
   client: Pick<Client, 'id' | 'address' | 'port' | 'destination' | 'proxied' | 'secure'>;
   listener: ListenerConfig;
   checks: SessionChecks;
+  /** The listener's content scanners (scan/); absent when it has none. */
+  scan?: SessionScan;
   /** The listener is draining: a new transaction gets 421 4.3.2. */
   draining: () => boolean;
   log: Logger;
@@ -80,6 +86,7 @@ export class ProxySession implements FrontSession {
   readonly #listener: ListenerConfig;
   readonly #d: SessionDeps;
   readonly #checks: SessionChecks;
+  readonly #scan: SessionScan | undefined;
   readonly #draining: () => boolean;
   /** Aborts the bind in flight, if any, when the client goes. */
   #abort: AbortController | undefined;
@@ -105,6 +112,7 @@ export class ProxySession implements FrontSession {
     this.#client = { ...setup.client, helo: '', proto: '', user: undefined, userAddresses: undefined };
     this.#listener = setup.listener;
     this.#checks = setup.checks;
+    this.#scan = setup.scan;
     this.#draining = setup.draining;
     this.#d = deps;
     this.log = setup.log;
@@ -299,30 +307,45 @@ export class ProxySession implements FrontSession {
     if (!tx) throw new Error('DATA without a transaction');
     // A client that vanishes mid-DATA destroys the stream with an error; the relay sees it.
     body.on('error', ignore);
-    const held = this.#checks.holdsFinalDot ? this.#holdFinalDot(body, tx) : undefined;
-    const r = await this.#relay(held?.stream ?? body, tx);
-    return this.#checks.pace(held?.refusal() ?? r);
+    const scan = this.#scan?.begin(tx, this.#client);
+    const held = this.#checks.holdsFinalDot || scan ? this.#holdFinalDot(body, tx, scan) : undefined;
+    try {
+      const r = await this.#relay(held?.stream ?? body, tx);
+      return this.#checks.pace(held?.refusal() ?? r);
+    } finally {
+      // The backend or the client failed mid-message: nothing more is scanned (no-op after the verdict).
+      scan?.abort();
+    }
   }
 
   /**
    * The message streams to the backend as usual, but its end (our final dot) waits for the checks at
-   * the client's final dot (`atData`); a refusal fails the stream, so the backend never gets the
-   * final dot (the transaction is aborted there) and the client gets the refusal.
+   * the client's final dot (`atData`) and the content scanners' verdicts; a refusal fails the stream,
+   * so the backend never gets the final dot (the transaction is aborted there) and the client gets
+   * the refusal. Each chunk goes on to the backend only once every scanner has taken it.
    */
-  #holdFinalDot(body: Readable, tx: Transaction): { stream: Readable; refusal: () => Reply | undefined } {
+  #holdFinalDot(
+    body: Readable,
+    tx: Transaction,
+    scan: MessageScan | undefined,
+  ): { stream: Readable; refusal: () => Reply | undefined } {
     let refused: Reply | undefined;
     let size = 0;
     const checks = this.#checks;
     const stream = new Transform({
       transform(chunk: Buffer, _enc, done: TransformCallback) {
         size += chunk.length;
-        done(null, chunk);
+        const taken = scan?.push(chunk);
+        if (taken) taken.then(() => done(null, chunk));
+        else done(null, chunk);
       },
       flush(done: TransformCallback) {
-        checks.atData(tx, size).then(
-          (r) => {
-            refused = r;
-            done(r ? Object.assign(new Error('refused at the end of DATA'), { code: 'EREFUSED' }) : null);
+        Promise.all([checks.atData(tx, size), scan?.end()]).then(
+          ([policy, verdict]) => {
+            refused = policy ?? verdict;
+            done(
+              refused ? Object.assign(new Error('refused at the end of DATA'), { code: 'EREFUSED' }) : null,
+            );
           },
           (err: Error) => done(err),
         );
@@ -371,6 +394,12 @@ export class ProxySession implements FrontSession {
     } catch (err) {
       drain();
       const e = err as UpstreamError;
+      if (e.code === 'EABORTED' && (e.cause as { code?: string } | undefined)?.code === 'EREFUSED') {
+        // A check or a scanner refused the message: we cut the backend's transaction ourselves.
+        this.#dropBackend('refused before our final dot: backend transaction dropped');
+        this.#d.metrics.transactionsTotal.inc({ pool, backend: bound.backend.id, result: 'refused' });
+        return replies.backendLost();
+      }
       this.#backendFailed(e, 'data');
       const reply =
         e.code === 'EABORTED' && e.abortReason === 'size'
@@ -395,6 +424,7 @@ export class ProxySession implements FrontSession {
     this.#closed = true;
     this.#tx = undefined;
     this.#forgetUser();
+    this.#scan?.close();
     this.#abort?.abort(CLIENT_GONE);
     const bound = this.#bound;
     this.#bound = undefined;
@@ -522,6 +552,16 @@ export class ProxySession implements FrontSession {
       login: c.user,
       proto: c.proto === 'ESMTP' ? 'ESMTP' : 'SMTP',
     };
+  }
+
+  /** Closes the bound connection mid-transaction (no final dot ever reaches it). */
+  #dropBackend(why: string): void {
+    const bound = this.#bound;
+    this.#bound = undefined;
+    this.#dirty = false;
+    if (!bound) return;
+    bound.conn.destroy();
+    this.log.info({ backend: bound.backend.id }, why);
   }
 
   #backendFailed(e: UpstreamError, command: string): void {
