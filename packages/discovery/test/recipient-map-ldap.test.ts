@@ -89,6 +89,24 @@ describe('LDAP recipient map on a real slapd', T, () => {
     assert.match(plain.log(), /filter="\(mail=\\2a\\29\\28mail=\\2a@example.com\)"/i);
   });
 
+  test('lookups that start together on new connections all get their answer (regress: ldapts hung them)', async () => {
+    const map = await ldapMap({ url: plain.url });
+    const who = ['alice@example.com', 'bob@example.com', 'x@example.org', 'mallory@example.com'];
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => map.lookup(who[i % 4]!)));
+    assert.deepEqual(
+      answers.slice(0, 4).map((a) => a.status),
+      ['found', 'found', 'found', 'unknown'],
+    );
+    assert.equal(answers.filter((a) => a.status === 'error').length, 0);
+    await plain.restart();
+    const again = await Promise.all(Array.from({ length: 40 }, (_, i) => map.lookup(who[i % 4]!)));
+    assert.equal(
+      again.filter((a) => a.status !== 'error').length,
+      40,
+      JSON.stringify(again.find((a) => a.status === 'error')),
+    );
+  });
+
   test('bound over STARTTLS and ldaps:// with the CA; a wrong password or an untrusted CA is an error', async () => {
     const bind = { bindDn: `cn=reader,${secure.people}`, bindPassword: 'readerpw', ca: secure.caFile! };
     const anon = await ldapMap({ url: secure.url });

@@ -1,8 +1,10 @@
 // A recipient map in an LDAP directory, through ldapts: one search per lookup key (filter from
 // ldap-filter.ts), the first value of `attribute` of the first entry is the answer. A few
-// connections per node, each upgraded by STARTTLS (when asked) and bound once, used in turn; a
-// connection that failed, or closed under a bind or STARTTLS (which a silent reconnect would lose),
-// is dropped and opened anew on next use. Every operation has the map's timeout.
+// connections per node, each upgraded by STARTTLS (when asked) and bound once (anonymously without
+// `bindDn`), used in turn; a connection that failed or closed is dropped and opened anew on next
+// use, never left to ldapts' silent reconnect, which loses the bind and STARTTLS and, when several
+// operations start on an unconnected client at once, leaves them all waiting forever (seen with
+// ldapts 9.2). Every operation has the map's timeout.
 import { isIP } from 'node:net';
 import type { ConnectionOptions } from 'node:tls';
 import type { LdapMapConfig } from '@smtp-lb/config';
@@ -19,10 +21,10 @@ export interface LdapMapOptions {
 
 interface Slot {
   client: Client;
-  /** STARTTLS and bind done. */
+  /** Connected, STARTTLS and bind done. */
   ready: Promise<void>;
-  /** The connection carries state (TLS layer or bind) that ldapts' reconnect would not restore. */
-  stateful: boolean;
+  /** `ready` has settled: from then on a closed connection means the slot is spent. */
+  settled: boolean;
 }
 
 export class LdapMap implements MapDriver {
@@ -80,7 +82,8 @@ export class LdapMap implements MapDriver {
     const i = this.#next;
     this.#next = (i + 1) % this.#slots.length;
     let slot = this.#slots[i];
-    if (slot?.stateful && !slot.client.isConnected && (await settled(slot.ready))) {
+    // Decided without awaiting, so lookups that start together share one new connection.
+    if (slot?.settled && !slot.client.isConnected) {
       this.#drop(slot);
       slot = undefined;
     }
@@ -107,12 +110,22 @@ export class LdapMap implements MapDriver {
       strictDN: false,
       ...(url.startsWith('ldaps:') ? { tlsOptions: this.#tls } : {}),
     });
+    // One operation alone connects; every lookup waits for it. Without credentials an anonymous
+    // simple bind (RFC 4513 5.1.1) is that operation.
     const ready = (async () => {
       if (startTls) await client.startTLS(this.#tls);
-      if (bindDn !== undefined) await client.bind(bindDn, bindPassword ?? '');
+      await client.bind(bindDn ?? '', bindPassword ?? '');
     })();
-    ready.catch(() => {});
-    return { client, ready, stateful: startTls || bindDn !== undefined };
+    const slot: Slot = { client, ready, settled: false };
+    ready.then(
+      () => {
+        slot.settled = true;
+      },
+      () => {
+        slot.settled = true;
+      },
+    );
+    return slot;
   }
 
   #drop(slot: Slot): void {
@@ -126,19 +139,6 @@ export class LdapMap implements MapDriver {
     const slots = this.#slots.splice(0).filter((s): s is Slot => s !== undefined);
     await Promise.all(slots.map((s) => s.client.unbind().catch(() => {})));
   }
-}
-
-/** True once `p` has settled (either way); false while it is pending. */
-async function settled(p: Promise<void>): Promise<boolean> {
-  const pending = Symbol('pending');
-  const r = await Promise.race([
-    p.then(
-      () => true,
-      () => true,
-    ),
-    Promise.resolve(pending),
-  ]);
-  return r !== pending;
 }
 
 function firstValue(entry: Entry, attribute: string): string {
