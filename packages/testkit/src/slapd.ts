@@ -83,6 +83,8 @@ export async function startSlapd(options: SlapdOptions = {}): Promise<SlapdServe
     `rootdn "${rootDn}"`,
     `rootpw ${rootPassword}`,
     `directory ${join(dir.path, 'db')}`,
+    // Lookups by mail or uid, as recipient maps do, without a scan of the whole database.
+    'index objectClass,mail,uid eq',
     'access to attrs=userPassword by self write by anonymous auth by * none',
     anonymous ? 'access to * by * read' : 'access to * by users read by anonymous auth',
     '',
