@@ -25,7 +25,7 @@ import {
   type TempDir,
 } from '@smtp-lb/testkit';
 import { Redis } from 'ioredis';
-import { startNode, type TestNode } from '../helpers/node.js';
+import { configFrom, startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 import { metric, waitForLog } from './shaping-helpers.js';
 
@@ -45,6 +45,7 @@ let dir: TempDir;
 let sales: PostfixInstance;
 let eng: PostfixInstance;
 let lb: TestNode;
+let yaml: string;
 const silent: net.Server[] = [];
 const sockets = new Set<net.Socket>();
 
@@ -113,7 +114,7 @@ before(async () => {
   const garbage = await fakeLdap((c) => c.write(Buffer.from('\x30\x84\xff\xff\xff\xff\x02\x01\x01garbage')));
   const listener = (name: string, map: string) =>
     `  - { name: ${name}, listen: 127.0.0.1:0, hostname: mx.example.com, pool: sales, recipients: { map: ${map} } }`;
-  lb = await startNode(`
+  yaml = `
 node: { id: rcptmaps-e2e }
 listeners:
 ${listener('ldap', 'staff')}
@@ -121,6 +122,7 @@ ${listener('file', 'files')}
 ${listener('redis', 'shared')}
 ${listener('hung', 'hung')}
 ${listener('garbage', 'garbage')}
+  - { name: passing, listen: 127.0.0.1:0, hostname: mx.example.com, pool: sales, recipients: { map: files, unknown: pass } }
 pools:
   sales: { static: [{ address: ${sales.address} }], tls: none }
   eng: { static: [{ address: ${eng.address} }], tls: none }
@@ -139,7 +141,8 @@ recipientMaps:
   garbage: { ldap: { url: ${garbage}, base: "${slapd.people}" }, timeout: 500ms }
 log: { level: info }
 admin: { listen: 127.0.0.1:0 }
-`);
+`;
+  lb = await startNode(yaml);
 });
 
 after(async () => {
@@ -245,6 +248,28 @@ describe('routing and verification by recipient map', T, () => {
       { hung: states.hung, garbage: states.garbage, files: states.files },
       { hung: 'failing', garbage: 'failing', files: 'ok' },
     );
+  });
+
+  test('unknown: pass lets an unknown recipient through to the backend, which decides', async () => {
+    const before = await connects(sales);
+    const [r] = await rcptReplies('passing', ['stranger@example.com']);
+    assert.match(r, /^250 /, 'the department Postfix accepts anything');
+    await new Promise((res) => setTimeout(res, 500));
+    assert.equal(await connects(sales), before + 1);
+  });
+
+  test('SIGHUP: the map file is re-read, and a map whose settings changed is rebuilt', async () => {
+    const file = join(dir.path, 'staff.map');
+    await writeFile(file, 'ivan@example.com eng\n');
+    await lb.node.reload(configFrom(yaml));
+    assert.match((await rcptReplies('file', ['ivan@example.com']))[0], /^250 /);
+    // Another file for the same map: a new map, used as soon as the reload returns.
+    const other = join(dir.path, 'other.map');
+    await writeFile(other, 'judy@example.com sales\n');
+    await lb.node.reload(configFrom(yaml.replace(`files: { file: ${file} }`, `files: { file: ${other} }`)));
+    assert.match((await rcptReplies('file', ['judy@example.com']))[0], /^250 /);
+    assert.match((await rcptReplies('file', ['ivan@example.com']))[0], /^550 5\.1\.1 /);
+    await lb.node.reload(configFrom(yaml));
   });
 
   test('a changed map file is used without a restart (re-read when it changes)', async () => {
