@@ -50,6 +50,11 @@ export class SmtpDialog {
     return this;
   }
 
+  /** Shuts down the sending side (TCP half-close); replies can still be read. */
+  endInput(): void {
+    this.#socket.end();
+  }
+
   /** Writes bytes as they are. */
   write(data: string | Buffer): void {
     this.#socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);

@@ -66,8 +66,9 @@ export class Listener {
       secureContext: () => this.#secure,
       draining: this.#isDraining,
     });
-    // Paused: nothing is read until the front door asks for it (the PROXY header first).
-    this.#net = createServer({ pauseOnConnect: true }, (socket) => this.#accept(socket));
+    // Paused: nothing is read until the front door asks for it (the PROXY header first). Half-open:
+    // a client that shuts down its sending side still gets the replies to what it sent.
+    this.#net = createServer({ pauseOnConnect: true, allowHalfOpen: true }, (socket) => this.#accept(socket));
   }
 
   /** Settings for new sessions (a session keeps those it started with, across a reload). */

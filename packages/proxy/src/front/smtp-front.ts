@@ -104,9 +104,20 @@ export class SmtpFront {
   readonly #onData = (chunk: Buffer) => this.#receive(chunk);
   readonly #onClose = () => this.#closed();
   readonly #onTimeout = () => this.#timeout();
+  /**
+   * The client shut down its sending side (a TCP half-close, often right after a pipelined dot and
+   * QUIT): what it sent is still read to the end, every command answered and every reply written,
+   * then the session closes. Only a message without its final dot is lost with it.
+   */
+  #inputEnded = false;
   readonly #onEnd = () => {
-    this.#dot.fail('client went away during DATA');
-    this.#end();
+    this.#inputEnded = true;
+    if (this.#dot.reading) {
+      this.#dot.fail('client went away during DATA');
+      this.#end();
+      return;
+    }
+    if (this.#mode === 'command') this.#pump();
   };
 
   constructor(socket: Duplex, session: FrontSession, opts: FrontOptions) {
@@ -150,7 +161,8 @@ export class SmtpFront {
 
   #watch(s: Duplex): void {
     s.on('data', this.#onData);
-    // The client is done sending (a half-open wrapper, such as the tarpit's, does not close itself).
+    // The client is done sending (the listener's sockets and the tarpit's wrapper are half-open:
+    // nothing closes our side but us).
     s.on('end', this.#onEnd);
     if ('setTimeout' in s && typeof s.setTimeout === 'function') {
       (s as unknown as { setTimeout(ms: number): void }).setTimeout(this.#opts.idleTimeout);
@@ -234,7 +246,11 @@ export class SmtpFront {
   #pump(): void {
     while (!this.#busy && !this.#blocked && this.#mode === 'command') {
       const line = this.#lines.next();
-      if (line === undefined) return;
+      if (line === undefined) {
+        // Everything a half-closed client sent is answered (a line without its LF never will be).
+        if (this.#inputEnded) this.#end();
+        return;
+      }
       if (line === TOO_LONG) {
         this.#tooLong();
         return;

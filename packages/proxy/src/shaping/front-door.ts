@@ -191,7 +191,8 @@ export class FrontDoor {
         log.warn('PROXY header from a peer not in proxyProtocol.trusted; disconnected');
       });
     intake.release();
-    if (socket.destroyed) return drop('closed');
+    // A client that shut down its sending side before the greeting has nothing left to say.
+    if (socket.destroyed || intake.closed) return drop('closed');
     let out: Socket | TLSSocket | TarpitSocket = socket;
     if (client.tarpitted) {
       out = sh.tarpit.wrap(socket, sh.config.tarpit.delay);
