@@ -13,7 +13,7 @@ import type { SenderPolicy } from './auth/sender-policy.js';
 import { type FrontOptions, SmtpFront, sessionId } from './front/smtp-front.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import { replies, reply, wireReply } from './replies.js';
+import { replies, wireReply } from './replies.js';
 import { ProxySession, type SessionDeps } from './session.js';
 import { plainAddress } from './shaping/cidr.js';
 import { FrontDoor } from './shaping/front-door.js';
@@ -177,9 +177,7 @@ export class Listener {
       socket.destroy();
       return;
     }
-    socket.end(
-      wireReply(reply(421, '4.7.0', `${config.hostname} Too many connected clients, try again in a moment`)),
-    );
+    socket.end(wireReply(replies.tooManyClients(config.hostname)));
     // A client that never reads would keep the socket: it goes when the reply is out or soon after.
     setTimeout(() => socket.destroy(), 5000).unref();
   }

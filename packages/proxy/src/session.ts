@@ -214,7 +214,10 @@ export class ProxySession implements FrontSession {
     if (this.#draining()) return replies.draining();
     let r: Reply | undefined;
     if (from.args.SMTPUTF8 !== true && NON_ASCII.test(from.address)) r = replies.utf8NotAllowed();
-    else r = await this.#checks.atMail(this.#client, from);
+    else {
+      const check = this.#checks.atMail(this.#client, from);
+      if (check) r = await check;
+    }
     if (r) {
       this.log.info({ from: from.address, code: r.code }, 'MAIL refused');
       return this.#checks.pace(r);
@@ -245,7 +248,8 @@ export class ProxySession implements FrontSession {
     const utf8 = tx.mail.args.SMTPUTF8 === true;
     if (!utf8 && NON_ASCII.test(to.address)) return replies.utf8NotAllowed();
     if (tx.recipients.length >= this.#listener.maxRecipients) return replies.tooManyRecipients();
-    const refused = await this.#checks.atRcpt(tx, to);
+    const check = this.#checks.atRcpt(tx, to);
+    const refused = check && (await check);
     if (refused) return refused;
 
     const route = await this.#d.router().route(this.#listener, tx.mail.address, to.address);

@@ -9,7 +9,7 @@ import { createSecureContext, type SecureContext, connect as tlsConnect } from '
 import { selfSignedCert } from '@smtp-lb/testkit';
 import type { Reply } from '@smtp-lb/upstream';
 import { type FrontSession, parsePath, SmtpFront } from '../src/front/smtp-front.js';
-import { reply, wireReply } from '../src/replies.js';
+import { reply } from '../src/replies.js';
 import type { Client, Recipient, SmtpAddress, Transaction, Writable } from '../src/transaction.js';
 import { dataCases as cases } from './data-cases.js';
 
@@ -428,9 +428,4 @@ test('parsePath keeps the address and parameters as written', () => {
   assert.equal(typeof parsePath('MAIL FROM:<a@b@c>x', 'FROM'), 'string');
   assert.equal(typeof parsePath('MAIL FROM:<noat>', 'FROM'), 'string');
   assert.equal(typeof parsePath('RCPT TO:<a@b.test', 'TO'), 'string');
-});
-
-test('wireReply: multi-line replies keep every line', () => {
-  assert.equal(wireReply({ code: 250, lines: ['a', 'b', 'c'] }), '250-a\r\n250-b\r\n250 c\r\n');
-  assert.equal(wireReply({ code: 554, lines: ['5.7.1 no'] }), '554 5.7.1 no\r\n');
 });

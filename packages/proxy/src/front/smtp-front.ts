@@ -16,7 +16,7 @@
 import type { Duplex, Readable } from 'node:stream';
 import { type SecureContext, TLSSocket } from 'node:tls';
 import type { Reply } from '@smtp-lb/upstream';
-import { replies, reply, wireReply } from '../replies.js';
+import { replies, wireReply } from '../replies.js';
 import type { Client, SmtpAddress, Transaction } from '../transaction.js';
 import { CommandLines, DotReader, MAX_LINE, TOO_LONG } from './framing.js';
 import {
@@ -148,7 +148,7 @@ export class SmtpFront {
       return;
     }
     this.#watch(s);
-    s.write(`220 ${this.#opts.name} ESMTP\r\n`);
+    s.write(wireReply(replies.greeting(this.#opts.name)));
     s.resume();
   }
 
@@ -227,7 +227,7 @@ export class SmtpFront {
   #timeout(): void {
     if (this.#mode === 'closed') return;
     this.#session.problem('idle timeout', { timeoutMs: this.#opts.idleTimeout });
-    this.shutdown(reply(421, '4.4.2', `${this.#opts.name} Timeout - closing connection`));
+    this.shutdown(replies.idleTimeout(this.#opts.name));
   }
 
   // ---- input ----
@@ -263,7 +263,7 @@ export class SmtpFront {
 
   #tooLong(): void {
     this.#session.problem('command line too long', { maxBytes: MAX_LINE });
-    this.shutdown(reply(500, '5.5.2', 'Line too long'));
+    this.shutdown(replies.lineTooLong());
   }
 
   #command(text: string) {
@@ -283,22 +283,22 @@ export class SmtpFront {
         return this.#data(arg);
       case 'RSET':
         this.#session.reset();
-        return this.#say(reply(250, '2.0.0', 'Flushed'));
+        return this.#say(replies.reset());
       case 'NOOP':
-        return this.#say(reply(250, '2.0.0', 'OK'));
+        return this.#say(replies.noop());
       case 'QUIT':
-        return this.shutdown(reply(221, '2.0.0', 'Bye'));
+        return this.shutdown(replies.bye());
       case 'STARTTLS':
         return this.#starttls(arg);
       case 'AUTH':
         return this.#auth(arg);
       case 'VRFY':
-        return this.#say(reply(252, '2.5.0', 'Send some mail, I will try my best'));
+        return this.#say(replies.vrfy());
       case 'HELP':
-        return this.#say(reply(214, '2.0.0', 'See https://tools.ietf.org/html/rfc5321 for details'));
+        return this.#say(replies.help());
       case 'XCLIENT':
       case 'XFORWARD':
-        return this.#say(reply(550, '5.7.0', `${verb} is not allowed`));
+        return this.#say(replies.identityCommand(verb));
       default:
         return this.#unrecognized(text);
     }
@@ -307,42 +307,42 @@ export class SmtpFront {
   #unrecognized(text: string) {
     if (HTTP.test(text)) {
       this.#session.problem('HTTP request on the SMTP port');
-      return this.shutdown(reply(421, '4.7.0', 'HTTP requests not allowed'));
+      return this.shutdown(replies.httpRequest());
     }
     if (++this.#unknown >= MAX_UNKNOWN) {
       this.#session.problem('too many unrecognized commands', { count: this.#unknown });
-      return this.shutdown(reply(421, '4.7.0', 'Too many unrecognized commands'));
+      return this.shutdown(replies.tooManyUnrecognized());
     }
-    this.#say(reply(500, '5.5.1', 'Command not recognized'));
+    this.#say(replies.unrecognized());
   }
 
   #hello(verb: 'EHLO' | 'HELO', arg: string) {
     const name = arg.trim();
-    if (name === '' || /\s/.test(name)) return this.#say(reply(501, '5.5.4', `Syntax: ${verb} hostname`));
-    if (!HELO_NAME.test(name)) return this.#say(reply(501, '5.5.4', 'Bad hostname syntax'));
+    if (name === '' || /\s/.test(name)) return this.#say(replies.helloSyntax(verb));
+    if (!HELO_NAME.test(name)) return this.#say(replies.helloName());
     this.#session.hello(verb === 'EHLO' ? 'ESMTP' : 'SMTP', name.toLowerCase());
-    const greet = `${this.#opts.name} Nice to meet you, [${this.#session.client.address}]`;
-    if (verb === 'HELO') return this.#say({ code: 250, lines: [greet] });
-    const lines = [greet, 'PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
+    const address = this.#session.client.address;
+    if (verb === 'HELO') return this.#say(replies.hello(this.#opts.name, address, []));
+    const keywords = ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
     const secure = this.#session.client.secure;
-    if (!secure && this.#opts.starttls?.()) lines.push('STARTTLS');
-    if (secure) lines.push('REQUIRETLS');
-    if (this.#authOffered()) lines.push(`AUTH ${MECHANISMS.join(' ')}`);
-    lines.push(`SIZE ${this.#opts.maxMessageSize}`);
-    this.#say({ code: 250, lines });
+    if (!secure && this.#opts.starttls?.()) keywords.push('STARTTLS');
+    if (secure) keywords.push('REQUIRETLS');
+    if (this.#authOffered()) keywords.push(`AUTH ${MECHANISMS.join(' ')}`);
+    keywords.push(`SIZE ${this.#opts.maxMessageSize}`);
+    this.#say(replies.hello(this.#opts.name, address, keywords));
   }
 
   #needHello(): boolean {
     if (this.#session.client.helo !== '') return false;
-    this.#say(reply(503, '5.5.1', 'Error: send HELO/EHLO first'));
+    this.#say(replies.helloFirst());
     return true;
   }
 
   #mail(text: string) {
     if (this.#needHello()) return;
     const parsed = parsePath(text, 'FROM');
-    if (typeof parsed === 'string') return this.#say(reply(501, '5.5.4', parsed));
-    if (this.#session.transaction) return this.#say(reply(503, '5.5.1', 'Error: nested MAIL command'));
+    if (typeof parsed === 'string') return this.#say(replies.pathSyntax(parsed));
+    if (this.#session.transaction) return this.#say(replies.nestedMail());
     const bad = this.#checkMailParams(parsed.args);
     if (bad) return this.#say(bad);
     this.#await(this.#session.mail(parsed), 'MAIL');
@@ -351,57 +351,52 @@ export class SmtpFront {
   #checkMailParams(args: Record<string, string | true>): Reply | undefined {
     const size = args.SIZE;
     if (size !== undefined) {
-      if (size === true || !/^\d{1,20}$/.test(size)) return reply(501, '5.5.4', 'Bad SIZE parameter');
-      if (Number(size) > this.#opts.maxMessageSize)
-        return reply(552, '5.3.4', `Message exceeds the maximum size of ${this.#opts.maxMessageSize} bytes`);
+      if (size === true || !/^\d{1,20}$/.test(size)) return replies.sizeSyntax();
+      if (Number(size) > this.#opts.maxMessageSize) return replies.tooBig(this.#opts.maxMessageSize);
     }
     const body = args.BODY;
     if (body !== undefined && (body === true || !/^(7BIT|8BITMIME)$/i.test(body)))
-      return reply(501, '5.5.4', 'BODY must be 7BIT or 8BITMIME');
-    if (args.SMTPUTF8 !== undefined && args.SMTPUTF8 !== true)
-      return reply(501, '5.5.4', 'SMTPUTF8 takes no value');
+      return replies.bodySyntax();
+    if (args.SMTPUTF8 !== undefined && args.SMTPUTF8 !== true) return replies.smtputf8Syntax();
     if (args.RET !== undefined && (args.RET === true || !/^(FULL|HDRS)$/i.test(args.RET)))
-      return reply(501, '5.5.4', 'RET must be FULL or HDRS');
-    if (args.REQUIRETLS !== undefined && !this.#session.client.secure)
-      return reply(530, '5.7.10', 'REQUIRETLS needs a TLS session');
+      return replies.retSyntax();
+    if (args.REQUIRETLS !== undefined && !this.#session.client.secure) return replies.requireTlsWithoutTls();
     return undefined;
   }
 
   #rcpt(text: string) {
     if (this.#needHello()) return;
     const parsed = parsePath(text, 'TO');
-    if (typeof parsed === 'string' || parsed.address === '')
-      return this.#say(reply(501, '5.1.3', 'Bad recipient address syntax'));
-    if (!this.#session.transaction) return this.#say(reply(503, '5.5.1', 'Error: need MAIL command'));
+    if (typeof parsed === 'string' || parsed.address === '') return this.#say(replies.recipientSyntax());
+    if (!this.#session.transaction) return this.#say(replies.needMail());
     const notify = parsed.args.NOTIFY;
     if (notify !== undefined) {
       const values = notify === true ? [''] : notify.toUpperCase().split(',');
       if (!values.every((v) => v === 'NEVER' || v === 'SUCCESS' || v === 'FAILURE' || v === 'DELAY'))
-        return this.#say(reply(501, '5.5.4', 'NOTIFY must be NEVER, SUCCESS, FAILURE or DELAY'));
-      if (values.includes('NEVER') && values.length > 1)
-        return this.#say(reply(501, '5.5.4', 'NOTIFY=NEVER cannot be combined with other values'));
+        return this.#say(replies.notifySyntax());
+      if (values.includes('NEVER') && values.length > 1) return this.#say(replies.notifyNeverCombined());
     }
     const orcpt = parsed.args.ORCPT;
     if (orcpt !== undefined && (orcpt === true || !/^[a-z0-9!#$%&'*+/=?^_`{|}~-]+;./i.test(orcpt)))
-      return this.#say(reply(501, '5.5.4', 'Bad ORCPT parameter syntax'));
+      return this.#say(replies.orcptSyntax());
     this.#await(this.#session.rcpt(parsed), 'RCPT');
   }
 
   #data(arg: string) {
     if (this.#needHello()) return;
-    if (arg.trim() !== '') return this.#say(reply(501, '5.5.4', 'Syntax: DATA'));
+    if (arg.trim() !== '') return this.#say(replies.dataSyntax());
     const tx = this.#session.transaction;
-    if (!tx) return this.#say(reply(503, '5.5.1', 'Error: need MAIL command'));
-    if (tx.recipients.length === 0) return this.#say(reply(503, '5.5.1', 'Error: need RCPT command'));
+    if (!tx) return this.#say(replies.needMail());
+    if (tx.recipients.length === 0) return this.#say(replies.needRcpt());
     const body = this.#dot.begin(this.#socket);
     this.#dataReply = undefined;
     this.#busy = true;
     this.#mode = 'data';
     this.#session.data(body).then(
       (r) => this.#dataDone(r),
-      () => this.#dataDone(reply(451, '4.3.0', 'Error: internal server error')),
+      () => this.#dataDone(replies.internalError()),
     );
-    this.#say({ code: 354, lines: ['End data with <CR><LF>.<CR><LF>'] });
+    this.#say(replies.sendData());
     // Content pipelined behind DATA (not allowed before 354, RFC 2920, but harmless) is content.
     const rest = this.#lines.take();
     if (rest.length > 0) this.#feedData(rest);
@@ -457,7 +452,7 @@ export class SmtpFront {
         if (this.#mode === 'closed') return;
         this.#busy = false;
         this.#session.problem(`${what} failed unexpectedly`, { err });
-        this.#say(reply(451, '4.3.0', 'Error: internal server error'));
+        this.#say(replies.internalError());
         this.#socket.resume();
         this.#pump();
       },
@@ -495,7 +490,7 @@ export class SmtpFront {
     switch (step.kind) {
       case 'challenge':
         this.#sasl = step.next;
-        return this.#say({ code: 334, lines: [step.challenge] });
+        return this.#say(replies.authChallenge(step.challenge));
       case 'cancelled':
         this.#session.problem('AUTH cancelled by the client');
         return this.#say(replies.authCancelled());
@@ -512,10 +507,10 @@ export class SmtpFront {
   #starttls(arg: string) {
     const encrypted = this.#session.client.secure;
     const context = encrypted ? undefined : this.#opts.starttls?.();
-    if (encrypted) return this.#say(reply(503, '5.5.1', 'Error: TLS already active'));
+    if (encrypted) return this.#say(replies.tlsActive());
     if (!context) return this.#unrecognized('STARTTLS');
-    if (arg.trim() !== '') return this.#say(reply(501, '5.5.4', 'Syntax: STARTTLS'));
-    this.#say(reply(220, '2.0.0', 'Ready to start TLS'));
+    if (arg.trim() !== '') return this.#say(replies.startTlsSyntax());
+    this.#say(replies.startTls());
     // RFC 3207 4.2: nothing the client pipelined behind STARTTLS counts.
     this.#lines.clear();
     const plain = this.#socket;

@@ -24,7 +24,6 @@ import {
   parseProxyHeader,
   startsWithProxySignature,
 } from './proxy-header.js';
-import { shapingReplies } from './shaping-replies.js';
 import type { ShapingRuntime } from './shaping-runtime.js';
 import type { TarpitSocket } from './tarpit.js';
 
@@ -151,7 +150,7 @@ export class FrontDoor {
       if (untrustedHeader()) return drop('refused-proxy');
       if (v.refuse) return finish(v.refuse, `refused-${v.why}`);
       if (v.tarpit && !this.#enterTarpit(client, v.tarpit, log))
-        return finish(shapingReplies.tarpitFull(), 'refused-tarpit-full');
+        return finish(replies.tarpitFull(), 'refused-tarpit-full');
     }
     if (this.#d.draining()) return finish(replies.draining(), 'refused-draining');
 
@@ -175,12 +174,11 @@ export class FrontDoor {
           { bytes, action: greeting.earlyTalker, delayMs: greeting.delay },
           'early talker: the client spoke before the greeting',
         );
-        if (greeting.earlyTalker === 'reject')
-          return finish(shapingReplies.earlyTalker(), 'refused-early-talker');
+        if (greeting.earlyTalker === 'reject') return finish(replies.earlyTalker(), 'refused-early-talker');
         // What it said was not an answer to anything: it is dropped, not replayed.
         intake.discard();
         if (!client.tarpitted && !this.#enterTarpit(client, 'early-talker', log)) {
-          return finish(shapingReplies.tarpitFull(), 'refused-tarpit-full');
+          return finish(replies.tarpitFull(), 'refused-tarpit-full');
         }
       }
     }
@@ -253,7 +251,7 @@ export class FrontDoor {
         },
         'client over its connection rate',
       );
-      const v = act(limits.action, 'connection-rate', shapingReplies.connectionRate());
+      const v = act(limits.action, 'connection-rate', replies.connectionRate());
       if (v.refuse) return v;
       tarpit ??= v.tarpit;
     }
@@ -266,7 +264,7 @@ export class FrontDoor {
           { score: score.score, threshold: dnsbl!.threshold, zones, action: dnsbl!.action },
           'client listed by DNSBL',
         );
-        const v = act(dnsbl!.action, 'dnsbl', shapingReplies.dnsbl(client.address));
+        const v = act(dnsbl!.action, 'dnsbl', replies.dnsbl(client.address));
         if (v.refuse) return v;
         tarpit ??= v.tarpit;
       } else if (zones.length > 0) {
@@ -291,7 +289,7 @@ export class FrontDoor {
           },
           'client over its concurrent session limit',
         );
-        const reply = perAddress ? shapingReplies.tooManySessions() : shapingReplies.tooManyFromNetwork();
+        const reply = perAddress ? replies.tooManySessions() : replies.tooManyFromNetwork();
         const v = act(limits.action, perAddress ? 'sessions-per-address' : 'sessions-per-prefix', reply);
         if (v.refuse) return v;
         tarpit ??= v.tarpit;

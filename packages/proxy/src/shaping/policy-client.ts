@@ -7,6 +7,7 @@ import { connect, type Socket } from 'node:net';
 import type { PolicyConfig } from '@smtp-lb/config';
 import type { Reply } from '@smtp-lb/upstream';
 import type { Logger } from '../logger.js';
+import { replies } from '../replies.js';
 
 /** Connections open at once per node; more requests wait for one. */
 const MAX_CONNECTIONS = 8;
@@ -46,7 +47,7 @@ export function verdictOf(action: string, context: string): PolicyVerdict {
     const e = /^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$/s.exec(t);
     const enhanced = e?.[1] ?? dfltEnhanced;
     const body = (e ? e[2] : t) || dfltText;
-    return { kind: 'reply', action, reply: { code, enhanced, lines: [`${enhanced} ${context}: ${body}`] } };
+    return { kind: 'reply', action, reply: replies.policyRefused(code, enhanced, context, body) };
   };
   if (/^[45]\d\d$/.test(word)) {
     const code = Number(word);

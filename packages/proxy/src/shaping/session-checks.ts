@@ -1,7 +1,7 @@
 // The in-session checks of one client, by stage (postscreen_smtpd's counterpart; the front door is
 // the stage before the greeting). Each stage gets what it needs (the transaction, read-only, and the
 // command's argument), never the session, and answers with a reply that refuses the command or with
-// nothing to let it go on:
+// nothing to let it go on (undefined at once when it has nothing to ask: no promise per command):
 //   atMail          MAIL accepted by the syntax checks: the client's message rate.
 //   atRcpt          before routing and before any backend is bound: the listener's recipient map
 //                   (`recipients`: 550 5.1.1 for an unknown recipient, 451 4.3.0 when the map
@@ -27,7 +27,6 @@ import { replies } from '../replies.js';
 import type { Client, SmtpAddress, Transaction } from '../transaction.js';
 import type { ClientState } from './client-state.js';
 import type { PolicyVerdict } from './policy-client.js';
-import { shapingReplies } from './shaping-replies.js';
 import type { ShapingRuntime } from './shaping-runtime.js';
 
 export interface SessionChecksDeps {
@@ -172,7 +171,7 @@ export class SessionChecks {
     );
     if (action === 'reject') {
       this.#d.metrics.sessionsTotal.inc({ listener: this.#d.listener.name, outcome: 'refused-message-rate' });
-      return shapingReplies.messageRate();
+      return replies.messageRate();
     }
     this.#tarpit('message-rate');
     return undefined;
@@ -186,11 +185,9 @@ export class SessionChecks {
     if (sender) return sender;
     const policy = this.#d.shaping.policy;
     if (!policy?.config.at.includes('rcpt')) return undefined;
-    const verdict = await policy.check(
-      policyRequest(tx, 'RCPT', to.address),
-      `<${to.address}>: Recipient address rejected`,
-    );
-    return this.#verdictReply(verdict, 'RCPT');
+    return policy
+      .check(policyRequest(tx, 'RCPT', to.address), `<${to.address}>: Recipient address rejected`)
+      .then((verdict) => this.#verdictReply(verdict, 'RCPT'));
   }
 
   /**
@@ -279,7 +276,7 @@ export class SessionChecks {
         { stage, reason: verdict.reason, onError: defer ? 'defer' : 'accept' },
         'policy service failed',
       );
-      return defer ? shapingReplies.policyUnavailable() : undefined;
+      return defer ? replies.policyUnavailable() : undefined;
     }
     this.#log.debug({ stage, action: verdict.action }, 'policy service answered');
     return undefined;
