@@ -405,7 +405,7 @@ async function main(): Promise<void> {
         '`smtp-sink -u nobody 127.0.0.1:PORT 1024` (one sink behind every path; it offers XCLIENT and PIPELINING)',
         'HAProxy: `haproxy -db -f FILE`, `nbthread 1`, `mode tcp`, `balance leastconn` (test/bench/targets.ts `haproxyConfig`)',
         'nginx: `nginx -e stderr -p DIR -c FILE`, `worker_processes 1`, mail `protocol smtp`, `smtp_auth none`, `xclient on`, auth_http answered by a node HTTP server in the bench process (`Auth-Status: OK`, `Auth-Server`, `Auth-Port`) (`nginxConfig`)',
-        'smtp-lb: `node packages/proxy/dist/src/cli.js --config FILE`, one listener, one static pool (the sink), `tls: none`, `xclient: auto` (default), `log.level: warn`, `defaultMaxConnections: 1000`; Redis paths add `ledger.redis` (`nodeConfig`)',
+        'smtp-lb: `npx smtp-lb --config FILE` (the bench starts its bin, packages/proxy/bin/smtp-lb.js, with its own node and no npx in between), one listener, one static pool (the sink), `tls: none`, `xclient: auto` (default), `log.level: warn`, `defaultMaxConnections: 1000`; Redis paths add `ledger.redis` (`nodeConfig`)',
         `profiles: \`node --cpu-prof\` on a fresh node under the load above (a warm-up run first; only samples from the measured run are counted); the .cpuprofile files are kept in test/dist/bench/`,
       ],
       paths: results,

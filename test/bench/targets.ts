@@ -18,7 +18,7 @@ export interface Target {
 }
 
 const HOST = '127.0.0.1';
-const CLI = fileURLToPath(new URL('../../../packages/proxy/dist/src/cli.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../../packages/proxy/bin/smtp-lb.js', import.meta.url));
 
 async function started(name: string, proc: ManagedProcess, port: number): Promise<Target> {
   try {

@@ -131,7 +131,7 @@ shaping:
   tarpit: { delay: ${TARPIT_DELAY}, maxSessions: ${SESSIONS * 2} }
 `,
   );
-  const cli = fileURLToPath(new URL('../../../packages/proxy/dist/src/cli.js', import.meta.url));
+  const cli = fileURLToPath(new URL('../../../packages/proxy/bin/smtp-lb.js', import.meta.url));
   const node = spawn(process.execPath, [cli, '--config', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
   const clients: Socket[] = [];
   try {

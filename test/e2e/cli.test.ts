@@ -34,6 +34,18 @@ describe('smtp-lb check-config', () => {
     assert.equal(r.status, 0, r.stderr + r.stdout);
   });
 
+  test('`npx smtp-lb` at the repository root runs the same command (npm links the bin at npm ci)', () => {
+    const root = resolve(import.meta.dirname, '../../..');
+    // --no: never ask the registry for a package of that name; the workspace's bin must be found.
+    const r = spawnSync('npx', ['--no', 'smtp-lb', 'check-config', 'examples/smtp-lb.yaml'], {
+      cwd: root,
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(r.status, 0, r.stderr + r.stdout);
+    assert.match(r.stdout, /^examples\/smtp-lb\.yaml: OK /m);
+  });
+
   test('a bad file prints every error with its path and exits 1', () => {
     const bad = file(
       'bad.yaml',
