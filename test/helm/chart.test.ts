@@ -96,6 +96,7 @@ const VARIANTS: Array<[string, string[]]> = [
   ['ci/tls-values.yaml', ['-f', join(CHART, 'ci/tls-values.yaml')]],
   ['ci/consul-redis-values.yaml', ['-f', join(CHART, 'ci/consul-redis-values.yaml')]],
   ['ci/proxy-protocol-values.yaml', ['-f', join(CHART, 'ci/proxy-protocol-values.yaml')]],
+  ['ci/submission-values.yaml', ['-f', join(CHART, 'ci/submission-values.yaml')]],
 ];
 
 before(() => {
@@ -164,14 +165,22 @@ describe('helm chart', () => {
         assert.equal(svc.spec.type, 'LoadBalancer');
         assert.equal(svc.spec.externalTrafficPolicy, 'Local');
         assert.ok(!svc.spec.ports.some((p: Obj) => p.name === 'admin'), 'admin port is not public');
-        const smtp = svc.spec.ports.find((p: Obj) => p.name === 'smtp');
-        assert.equal(smtp.port, 25);
-        const target = container.ports.find((p: Obj) => p.name === smtp.targetPort);
-        const inbound = config.listeners.find(
-          (l: Obj) => Number(l.listen.split(':').pop()) === target.containerPort,
+        // Every public port reaches a listener; port 25 (when served) is listener port 2525.
+        for (const port of svc.spec.ports as Obj[]) {
+          const target = container.ports.find((p: Obj) => p.name === port.targetPort);
+          const listener = config.listeners.find(
+            (l: Obj) => Number(l.listen.split(':').pop()) === target.containerPort,
+          );
+          assert.ok(listener, `no listener listens on container port ${target.containerPort}`);
+          if (port.name === 'smtp') {
+            assert.equal(port.port, 25);
+            assert.equal(target.containerPort, 2525);
+          }
+        }
+        assert.ok(
+          name === 'ci/submission-values.yaml' || svc.spec.ports.some((p: Obj) => p.name === 'smtp'),
+          'port 25 is served',
         );
-        assert.ok(inbound, `no listener listens on container port ${target.containerPort}`);
-        assert.equal(target.containerPort, 2525);
         for (const p of container.ports) assert.ok(p.containerPort >= 1024, `${p.name} is privileged`);
       });
 
@@ -240,6 +249,28 @@ describe('helm chart', () => {
     const ports = one(objs, 'Service').spec.ports.map((p: Obj) => p.port);
     assert.deepEqual(ports, [25, 465]);
   });
+
+  test(
+    'submission: the htpasswd Secret is mounted where the listeners read it; 587 and 465 served',
+    T,
+    () => {
+      const objs = render('-f', join(CHART, 'ci/submission-values.yaml'));
+      const pod = one(objs, 'Deployment').spec.template.spec;
+      const config = parse(one(objs, 'ConfigMap').data['smtp-lb.yaml']);
+      const mount = pod.containers[0].volumeMounts.find((m: Obj) => m.mountPath === '/etc/smtp-lb');
+      const sources = pod.volumes.find((v: Obj) => v.name === mount.name).projected.sources;
+      const users = sources.find((s: Obj) => s.secret?.name === 'smtp-users').secret;
+      assert.deepEqual(users.items, [{ key: 'users', path: 'users' }]);
+      for (const l of config.listeners) {
+        assert.equal(l.role, 'submission');
+        assert.equal(l.auth.file, `${mount.mountPath}/${users.items[0].path}`);
+      }
+      assert.deepEqual(
+        one(objs, 'Service').spec.ports.map((p: Obj) => p.port),
+        [587, 465],
+      );
+    },
+  );
 
   test('Consul + Redis: agent on the host IP, Redis URL from a Secret, HPA and monitoring objects', T, () => {
     const objs = render('-f', join(CHART, 'ci/consul-redis-values.yaml'));
