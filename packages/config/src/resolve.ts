@@ -62,6 +62,7 @@ const optional = <K extends string, V>(key: K, v: V | undefined): { [P in K]?: V
   (v === undefined ? {} : { [key]: v }) as { [P in K]?: V };
 
 const WILDCARDS = new Set(['0.0.0.0', '::']);
+const LOOPBACK = /^(?:127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost)$/i;
 
 const POOL_KINDS = ['static', 'consul', 'mx', 'originalDestination'] as const;
 
@@ -179,6 +180,7 @@ class Resolver {
     raw: Obj,
     role: ListenerRole,
     hasTls: boolean,
+    listen: HostPort,
   ): ListenerAuthConfig | undefined {
     const present = isPlainObject(raw.auth);
     if (role === 'inbound') {
@@ -208,6 +210,14 @@ class Resolver {
         [...at, 'auth'],
         'EREQUIRED',
         'AUTH is offered only under TLS: set tls, or auth.allowPlaintext for loopback tests',
+      );
+    }
+    // DESIGN.md invariant 8: passwords in plaintext only where they never leave the machine.
+    if (allowPlaintext && listen.host !== '' && !LOOPBACK.test(listen.host)) {
+      this.issues.add(
+        [...at, 'auth', 'allowPlaintext'],
+        'EVALUE',
+        `only for a loopback listener (127.0.0.0/8, ::1, localhost), not ${listen.host}`,
       );
     }
     const http = isPlainObject(a.http) ? a.http : undefined;
@@ -473,14 +483,15 @@ class Resolver {
     const tls = isPlainObject(raw.tls) ? raw.tls : undefined;
     const proxy = isPlainObject(raw.proxyProtocol) ? raw.proxyProtocol : undefined;
     const role = (str(raw.role) ?? DEFAULTS.auth.role) as ListenerRole;
-    const auth = this.auth(at, raw, role, tls !== undefined);
+    const listen = this.address([...at, 'listen'], raw.listen, true);
+    const auth = this.auth(at, raw, role, tls !== undefined, listen);
     const recipients = isPlainObject(raw.recipients) ? raw.recipients : undefined;
     if (recipients) this.checkMapRef([...at, 'recipients', 'map'], recipients.map, mapNames);
     return {
       name: str(raw.name) ?? '',
       role,
       ...optional('auth', auth),
-      listen: this.address([...at, 'listen'], raw.listen, true),
+      listen,
       hostname: str(raw.hostname) ?? this.host,
       pool: this.listenerPool([...at, 'pool'], raw.pool, poolNames),
       maxMessageSize: this.size(

@@ -157,7 +157,7 @@ export const ListenerAuthSchema = Closed(
     ),
     allowPlaintext: Type.Boolean(
       withDefault(
-        'Offer AUTH without TLS (loopback test setups only); otherwise 538 5.7.11.',
+        'Offer AUTH without TLS (only on a loopback listen address, for tests); otherwise 538 5.7.11.',
         AU.allowPlaintext,
       ),
     ),

@@ -253,6 +253,10 @@ test(
   - name: bad
     listen: 127.0.0.1:2527
     role: relay
+  - name: open
+    listen: 0.0.0.0:2528
+    role: outbound
+    auth: { verify: backend, allowPlaintext: true }
 pools:
   default:
     static: [{ address: 127.0.0.1:2600 }]
@@ -267,6 +271,10 @@ senders: { onExceed: ban, limits: { messages: { window: 1ms } } }
     assert.equal(at('listeners[3].auth.failures.window'), 'must be at least 1s');
     assert.match(at('listeners[4].role'), /inbound.*submission.*outbound/);
     assert.match(at('senders.onExceed'), /reject.*suspend/);
+    assert.equal(
+      at('listeners[5].auth.allowPlaintext'),
+      'only for a loopback listener (127.0.0.0/8, ::1, localhost), not 0.0.0.0',
+    );
     assert.equal(at('senders.limits.messages.window'), 'must be at least 1s');
   },
 );
