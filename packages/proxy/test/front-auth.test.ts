@@ -229,6 +229,46 @@ describe('AUTH in the front', () => {
   });
 });
 
+describe('fuzzed AUTH dialogs on a real connection (seeded)', () => {
+  test(
+    'random payloads and step counts: every line answered with a SASL reply, the session lives on',
+    T,
+    async () => {
+      mode = { auth: { plaintext: true } };
+      const payload = fc.oneof(
+        fc.base64String({ maxLength: 300 }),
+        fc.string({ maxLength: 300 }).map((x) => x.replace(/[\r\n]/g, '')),
+        fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b).toString('base64')),
+        fc.constantFrom('*', '=', '', '====', `${'A'.repeat(8000)}=`),
+      );
+      const dialogs = fc.sample(
+        fc.tuple(
+          fc.constantFrom('AUTH PLAIN', 'AUTH LOGIN', 'AUTH plain x', 'AUTH LOGIN ='),
+          fc.array(payload, { maxLength: 4 }),
+        ),
+        { seed: 1313, numRuns: 60 },
+      );
+      for (const [start, lines] of dialogs) {
+        const r = await dialog(['HELO c.test', start, ...lines, 'RSET', 'NOOP']);
+        for (const line of r.slice(1, -2))
+          assert.match(line, /^(334|235|535|501|500|503|504)( |$)/, `${start} ${lines}`);
+        // Whatever the exchange, the session is in a state where commands work again.
+        assert.match(r.at(-1)!, /^(250 2\.0\.0 OK|501 5\.\d\.\d .*)$/, JSON.stringify([start, ...lines]));
+      }
+    },
+  );
+
+  test(
+    'a 100 KiB AUTH response line ends the session with 500 5.5.2, like any line that long',
+    T,
+    async () => {
+      mode = { auth: { plaintext: true } };
+      const r = await dialog(['HELO c.test', 'AUTH PLAIN', 'A'.repeat(100 * 1024)]);
+      assert.deepEqual(r.slice(1), ['334', '500 5.5.2 Line too long']);
+    },
+  );
+});
+
 describe('SASL decoder (property tests, seeded)', () => {
   const params = { seed: 1313, numRuns: 2000 };
   test('any line after any step gives an answer, never a throw', T, () => {
