@@ -1,7 +1,10 @@
 // Behind a TCP load balancer: swaks plays the balancer and sends a PROXY v2 header for a client
 // address; the node takes that address as the client's and hands it to a real Postfix by XCLIENT,
-// so Postfix's log names the real client, never the balancer nor the node.
+// so Postfix's log names the real client, never the balancer nor the node. The header's destination
+// (what the client dialled: an interceptor's original destination) reaches Postfix as XCLIENT
+// DESTADDR/DESTPORT, seen as server_address/server_port by a policy service Postfix asks.
 import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
   type CaptureBackend,
@@ -18,9 +21,35 @@ describe('PROXY v2 in, XCLIENT out to Postfix', { timeout: 90_000 }, () => {
   let sink: CaptureBackend;
   let postfix: PostfixInstance;
   let lb: TestNode;
+  let policy: Server;
+  /** Each policy request Postfix made, as name -> value. */
+  const asked: Array<Record<string, string>> = [];
   before(async () => {
     sink = await startCaptureBackend();
-    postfix = await startPostfix({ relayTo: sink.address });
+    // A Postfix policy service (SMTPD_POLICY_README): name=value lines, a blank line; DUNNO.
+    policy = createServer((socket) => {
+      let buf = '';
+      socket.on('data', (chunk) => {
+        buf += chunk.toString('latin1');
+        for (let end = buf.indexOf('\n\n'); end >= 0; end = buf.indexOf('\n\n')) {
+          const attrs: Record<string, string> = {};
+          for (const line of buf.slice(0, end).split('\n')) {
+            const eq = line.indexOf('=');
+            if (eq > 0) attrs[line.slice(0, eq)] = line.slice(eq + 1);
+          }
+          asked.push(attrs);
+          buf = buf.slice(end + 2);
+          socket.write('action=DUNNO\n\n');
+        }
+      });
+      socket.on('error', () => socket.destroy());
+    });
+    await new Promise<void>((r) => policy.listen(0, '127.0.0.1', r));
+    const policyPort = (policy.address() as { port: number }).port;
+    postfix = await startPostfix({
+      relayTo: sink.address,
+      mainCf: { smtpd_recipient_restrictions: `check_policy_service inet:127.0.0.1:${policyPort}, permit` },
+    });
     lb = await startShapingNode({
       backend: postfix.address,
       listener: '    proxyProtocol: { trusted: [127.0.0.2/32] }',
@@ -30,6 +59,7 @@ describe('PROXY v2 in, XCLIENT out to Postfix', { timeout: 90_000 }, () => {
     await lb?.stop();
     await postfix?.stop();
     await sink?.close();
+    policy?.close();
   });
 
   test("Postfix logs the address from the balancer's PROXY v2 header", async () => {
@@ -51,9 +81,9 @@ describe('PROXY v2 in, XCLIENT out to Postfix', { timeout: 90_000 }, () => {
         '--proxy-source-port',
         '40123',
         '--proxy-dest',
-        '127.0.0.1',
+        '198.51.100.25',
         '--proxy-dest-port',
-        String(lb.port),
+        '2525',
         '--helo',
         'client.example.org',
       ],
@@ -69,5 +99,10 @@ describe('PROXY v2 in, XCLIENT out to Postfix', { timeout: 90_000 }, () => {
     const opened = await waitForLog(lb, 'session opened', (l) => l.client === '203.0.113.9:40123');
     assert.ok(opened);
     assert.ok(lb.logs.some((l) => l.msg === 'PROXY header read' && l.via === '127.0.0.2'));
+    // The original destination, not the node's own address, is what Postfix was told.
+    const rcpt = asked.find((a) => a.protocol_state === 'RCPT' && a.client_address === '203.0.113.9');
+    assert.ok(rcpt, `Postfix asked its policy service at RCPT: ${JSON.stringify(asked)}`);
+    assert.equal(rcpt.server_address, '198.51.100.25');
+    assert.equal(rcpt.server_port, '2525');
   });
 });

@@ -218,6 +218,7 @@ export class SmtpLbNode {
         Destinations.of(pc) ? new Destinations(pc, () => this.#ownEndpoints()) : undefined,
       );
       runtime.unsubscribe = source.onChange((backends) => {
+        runtime.backendsChanged(backends);
         this.metrics.discoveryUpdates.inc({ pool: name });
         this.log.info({ pool: name, backends: backends.map((b) => b.id) }, 'backend set changed');
         this.#waiters.wakeAll();

@@ -13,6 +13,8 @@ export class PoolRuntime {
   readonly caPem: Buffer | undefined;
   /** Detaches the node's listener from the source. */
   unsubscribe: () => void = () => {};
+  /** Backend ids of the last set seen, to tell which ones left. */
+  #known: Set<string>;
 
   constructor(
     readonly name: string,
@@ -24,6 +26,14 @@ export class PoolRuntime {
   ) {
     this.policy = createPolicy(policyName);
     this.caPem = config.tls.ca ? readFileSync(config.tls.ca) : undefined;
+    this.#known = new Set(source.current().map((b) => b.id));
+  }
+
+  /** Discovery gave a new set: penalties of backends that left are dropped (else they stay forever). */
+  backendsChanged(backends: readonly { id: string }[]): void {
+    const now = new Set(backends.map((b) => b.id));
+    for (const id of this.#known) if (!now.has(id)) this.health.forget(id);
+    this.#known = now;
   }
 
   async close(): Promise<void> {
