@@ -91,12 +91,16 @@ function checkConfig(file: string, env: Record<string, string>): Run {
   return run(process.execPath, [CLI, 'check-config', file], { PATH: process.env.PATH, ...env });
 }
 
+/** One values example per cloud load balancer (the chart README's table). */
+const CLOUD_LBS = ['aws-nlb-values.yaml', 'gke-values.yaml', 'aks-values.yaml', 'digitalocean-values.yaml'];
+
 const VARIANTS: Array<[string, string[]]> = [
   ['default values', []],
   ['ci/tls-values.yaml', ['-f', join(CHART, 'ci/tls-values.yaml')]],
   ['ci/consul-redis-values.yaml', ['-f', join(CHART, 'ci/consul-redis-values.yaml')]],
   ['ci/proxy-protocol-values.yaml', ['-f', join(CHART, 'ci/proxy-protocol-values.yaml')]],
   ['ci/submission-values.yaml', ['-f', join(CHART, 'ci/submission-values.yaml')]],
+  ...CLOUD_LBS.map((f): [string, string[]] => [`ci/${f}`, ['-f', join(CHART, 'ci', f)]]),
 ];
 
 before(() => {
@@ -316,6 +320,37 @@ describe('helm chart', () => {
     assert.deepEqual(config.listeners[0].proxyProtocol.trusted, ['10.0.0.0/16']);
     assert.equal(one(objs, 'Deployment').spec.template.spec.terminationGracePeriodSeconds, 90);
   });
+
+  test(
+    'every cloud LB example keeps the client address: Local, and a PROXY header only from the LB',
+    T,
+    () => {
+      for (const f of CLOUD_LBS) {
+        const objs = render('-f', join(CHART, 'ci', f));
+        const svc = one(objs, 'Service');
+        assert.equal(svc.spec.externalTrafficPolicy, 'Local', f);
+        const annotations: Record<string, string> = svc.metadata.annotations ?? {};
+        const sendsHeader = Object.entries(annotations).some(
+          ([k, v]) => /proxy-protocol|proxy_protocol_v2\.enabled=true/.test(`${k}=${v}`) && v !== 'false',
+        );
+        const config = parse(one(objs, 'ConfigMap').data['smtp-lb.yaml']);
+        const trusted: string[] = config.listeners[0].proxyProtocol?.trusted ?? [];
+        // A listener that trusts nobody takes no header; one behind a proxying LB trusts its range only.
+        assert.equal(
+          trusted.length > 0,
+          sendsHeader,
+          `${f}: PROXY header sent ${sendsHeader}, trusted ${trusted}`,
+        );
+        for (const range of trusted) assert.doesNotMatch(range, /^0\.0\.0\.0\/0$|^::\/0$/, f);
+      }
+      // SMTP's server speaks first: the NLB must send its v2 header on the first ACK, or both sides wait.
+      const aws = one(render('-f', join(CHART, 'ci/aws-nlb-values.yaml')), 'Service');
+      assert.match(
+        aws.metadata.annotations['service.beta.kubernetes.io/aws-load-balancer-target-group-attributes'],
+        /(^|,)proxy_protocol_v2\.client_to_server\.header_placement=on_first_ack(,|$)/,
+      );
+    },
+  );
 
   test('a config change rolls the pods; other changes leave the checksum alone', T, () => {
     const checksum = (...args: string[]) =>
