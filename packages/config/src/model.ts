@@ -71,6 +71,8 @@ export interface ListenerConfig {
   role: ListenerRole;
   /** SASL AUTH (submission and outbound listeners only). */
   auth?: ListenerAuthConfig;
+  /** Outbound listeners: the CIDRs of the operator's hosts that may send through it (no open relay). */
+  clients?: string[];
   listen: HostPort;
   /** Greeting and EHLO name. */
   hostname: string;

@@ -68,8 +68,7 @@ const POOL_KINDS = ['static', 'consul', 'mx', 'originalDestination'] as const;
 
 /**
  * Where a destination pool never connects unless told otherwise: loopback, link-local, unspecified
- * and multicast (RFC 6890). The operator's own networks (outbound listeners' `clients`) are added by
- * the node.
+ * and multicast (RFC 6890), and the operator's own networks (outbound listeners' `clients`).
  */
 export const DEFAULT_DENY_DESTINATIONS = [
   '127.0.0.0/8',
@@ -113,6 +112,7 @@ class Resolver {
       this.listener(['listeners', i], obj(l), poolNames, maps.names, scannerNames),
     );
     this.checkListenerConflicts(listeners);
+    this.denyOperatorNetworks(poolsRaw, pools, listeners);
     const admin = {
       listen: this.address(['admin', 'listen'], obj(raw.admin).listen ?? DEFAULTS.admin.listen, true),
       ...optional('token', str(obj(raw.admin).token)),
@@ -491,6 +491,7 @@ class Resolver {
       name: str(raw.name) ?? '',
       role,
       ...optional('auth', auth),
+      ...optional('clients', this.clients(at, raw.clients, role)),
       listen,
       hostname: str(raw.hostname) ?? this.host,
       pool: this.listenerPool([...at, 'pool'], raw.pool, poolNames),
@@ -640,6 +641,33 @@ class Resolver {
       connectRetries: num(raw.connectRetries, DEFAULTS.pool.connectRetries),
       ...optional('heloName', str(raw.heloName)),
     };
+  }
+
+  /** An outbound listener without `clients` would relay for anyone: an open relay. */
+  private clients(at: PathSegment[], raw: unknown, role: ListenerRole): string[] | undefined {
+    if (raw === undefined) {
+      if (role === 'outbound')
+        this.issues.add([...at, 'clients'], 'EREQUIRED', 'required on an outbound listener (no open relay)');
+      return undefined;
+    }
+    if (role !== 'outbound')
+      this.issues.add([...at, 'clients'], 'EVALUE', 'only outbound listeners have clients');
+    return list(raw).map((c, i) => this.parsed([...at, 'clients', i], parseCidr(c), ''));
+  }
+
+  /** The operator's own networks (outbound listeners' `clients`) join a default deny list. */
+  private denyOperatorNetworks(
+    raw: Obj,
+    pools: Record<string, PoolConfig>,
+    listeners: ListenerConfig[],
+  ): void {
+    const own = [...new Set(listeners.flatMap((l) => l.clients ?? []))];
+    for (const [name, pool] of Object.entries(pools)) {
+      const limits = pool.mx ?? pool.originalDestination;
+      const kind = pool.mx ? 'mx' : 'originalDestination';
+      if (limits && obj(obj(raw[name])[kind]).denyDestinations === undefined)
+        limits.denyDestinations.push(...own);
+    }
   }
 
   private mx(at: PathSegment[], raw: Obj, balancing: BalancingConfig): MxPoolSource {

@@ -194,6 +194,11 @@ export const ListenerSchema = Closed(
       AU.role,
     ),
     auth: ListenerAuthSchema,
+    clients: Type.Array(Cidr(''), {
+      minItems: 1,
+      description:
+        'Outbound listeners (required there, nowhere else): the networks whose hosts may send through it; any other client gets 554 5.7.1.',
+    }),
     listen: Address('Address and port to accept SMTP on; port 0 takes a free port.'),
     hostname: Domain('Name in the greeting and the EHLO reply.', { defaultText: 'the machine host name' }),
     pool: Name('Pool for recipients no route matches.', { defaultText: 'the only pool, when there is one' }),

@@ -278,3 +278,19 @@ senders: { onExceed: ban, limits: { messages: { window: 1ms } } }
     assert.equal(at('senders.limits.messages.window'), 'must be at least 1s');
   },
 );
+
+test('clients: required on an outbound listener, refused on others', T, () => {
+  const errors = errorsOf(`listeners:
+  - { name: out, role: outbound, listen: 127.0.0.1:2525 }
+  - { name: in, listen: 127.0.0.1:2526, clients: [10.0.0.0/8] }
+  - { name: bad, role: outbound, listen: 127.0.0.1:2527, clients: [10.0.0.0/99] }
+pools:
+  default: { static: [{ address: 127.0.0.1:25 }] }
+`);
+  assert.equal(
+    errorAt(errors, 'listeners[0].clients').message,
+    'required on an outbound listener (no open relay)',
+  );
+  assert.equal(errorAt(errors, 'listeners[1].clients').message, 'only outbound listeners have clients');
+  assert.ok(errorAt(errors, 'listeners[2].clients[0]'));
+});

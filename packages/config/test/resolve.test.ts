@@ -308,3 +308,17 @@ test('destination pools: units, lower-cased host caps, default deny list and no 
   });
   assert.equal(c.pools.intercepted!.xclient, 'auto');
 });
+
+test("an outbound listener's clients join the default deny list of destination pools", T, () => {
+  const c = configOf(`listeners:
+  - { name: out, role: outbound, listen: 127.0.0.1:2525, pool: internet, clients: [10.1.0.0/16, 192.0.2.7] }
+pools:
+  internet:
+    mx: {}
+  intercepted:
+    originalDestination: { denyDestinations: [203.0.113.0/24] }
+`);
+  assert.deepEqual(c.listeners[0]!.clients, ['10.1.0.0/16', '192.0.2.7/32']);
+  assert.deepEqual(c.pools.internet!.mx!.denyDestinations.slice(-2), ['10.1.0.0/16', '192.0.2.7/32']);
+  assert.deepEqual(c.pools.intercepted!.originalDestination!.denyDestinations, ['203.0.113.0/24']);
+});

@@ -38,14 +38,13 @@ export class Destinations {
   readonly #mx: MxResolver | undefined;
   readonly #caps: Map<string, number>;
 
-  /** `operatorNetworks`: the `clients` of the node's outbound listeners, denied unless the pool lists its own. */
-  constructor(pool: PoolConfig, own: OwnEndpoints, operatorNetworks: readonly string[] = []) {
+  constructor(pool: PoolConfig, own: OwnEndpoints) {
     const limits = pool.mx ?? pool.originalDestination;
     if (!limits) throw new Error(`pool ${pool.name} is not a destination pool`);
     this.#pool = pool;
     this.#limits = limits;
     this.#own = own;
-    this.#deny = new CidrList([...limits.denyDestinations, ...operatorNetworks]);
+    this.#deny = new CidrList(limits.denyDestinations);
     this.#caps = new Map(limits.hosts.map((h) => [h.host, h.maxConnections]));
     this.#mx = pool.mx
       ? new MxResolver({

@@ -83,6 +83,8 @@ export const replies = {
   messageRate: () => reply(421, '4.7.0', 'Message rate limit exceeded, try again later'),
   tarpitFull: () => reply(421, '4.7.0', 'Too many suspect connections, try again later'),
   earlyTalker: () => reply(554, '5.5.1', 'Protocol error: you talked before the greeting'),
+  notAClient: (hostname: string) =>
+    reply(554, '5.7.1', `${hostname} Relaying through this host is for its own network only`),
   dnsbl: (address: string) =>
     reply(554, '5.7.1', `Service unavailable; client [${address}] blocked using DNSBL`),
   /** The policy service's REJECT (554 5.7.1), DEFER (450 4.7.1) or own code, with its text or ours. */

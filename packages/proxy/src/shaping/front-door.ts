@@ -54,6 +54,7 @@ type Verdict = { tarpit?: string; refuse?: Reply; why?: string };
 export class FrontDoor {
   readonly #d: FrontDoorDeps;
   #trusted: { source: ListenerConfig['proxyProtocol']; list: CidrList } | undefined;
+  #clients: { source: readonly string[]; list: CidrList } | undefined;
 
   constructor(deps: FrontDoorDeps) {
     this.#d = deps;
@@ -65,6 +66,13 @@ export class FrontDoor {
       this.#trusted = { source: lc.proxyProtocol, list: new CidrList(lc.proxyProtocol.trusted) };
     }
     return this.#trusted.list;
+  }
+
+  #clientList(lc: ListenerConfig): CidrList | undefined {
+    if (!lc.clients) return undefined;
+    if (this.#clients?.source !== lc.clients)
+      this.#clients = { source: lc.clients, list: new CidrList(lc.clients) };
+    return this.#clients.list;
   }
 
   /** Resolves with the admitted session, or undefined when the socket was refused (and closed). */
@@ -144,6 +152,12 @@ export class FrontDoor {
       return undefined;
     };
 
+    // An outbound listener relays for the operator's own hosts only: it must never be an open relay.
+    const clients = this.#clientList(lc);
+    if (clients && !clients.has(address)) {
+      log.warn({ listener: lc.name }, "client not in the outbound listener's clients; refused");
+      return finish(replies.notAClient(lc.hostname), 'refused-not-a-client');
+    }
     if (!client.allowed) {
       const v = await this.#admission(client, log);
       if (raw.destroyed || intake.closed) return drop('closed');
