@@ -207,3 +207,40 @@ describe('sender limits on one node without Redis', { timeout: 60_000 }, () => {
     second.d.write('QUIT\r\n');
   });
 });
+
+describe('failed AUTH with auth.failures.action: tarpit', { timeout: 60_000 }, () => {
+  let backend: CaptureBackend;
+  let lb: TestNode;
+  before(async () => {
+    backend = await startCaptureBackend();
+    const yaml = config('tarpit', backend.address, users(), 'shaping: { tarpit: { delay: 600ms } }').replace(
+      'allowPlaintext: true }',
+      'allowPlaintext: true, failures: { perClient: 1, perUser: 0, window: 1m, action: tarpit } }',
+    );
+    lb = await startNode(yaml);
+  });
+  after(async () => {
+    await lb?.stop();
+    await backend?.close();
+  });
+
+  test('over the limit the session is slowed down, and the right password still gets in', async () => {
+    const d = await SmtpDialog.open(lb.port);
+    await d.read();
+    d.write('EHLO c.test\r\n');
+    await d.read();
+    const timed = async (line: string) => {
+      const t0 = Date.now();
+      d.write(`${line}\r\n`);
+      return { raw: (await d.read()).raw, ms: Date.now() - t0 };
+    };
+    const wrong = await timed(`AUTH PLAIN ${b64('\0alice@example.com\0nope')}`);
+    assert.equal(wrong.raw, '535 5.7.8 Authentication credentials invalid\r\n');
+    assert.ok(wrong.ms < 600, `the first failure is not delayed (${wrong.ms} ms)`);
+    const right = await timed(`AUTH PLAIN ${b64('\0alice@example.com\0alice-pw')}`);
+    assert.equal(right.raw, '235 2.7.0 Authentication successful\r\n');
+    assert.ok(right.ms >= 550, `held by the tarpit (${right.ms} ms)`);
+    assert.ok(lb.logs.some((l) => l.msg === 'AUTH tarpitted: too many failed attempts'));
+    d.write('QUIT\r\n');
+  });
+});

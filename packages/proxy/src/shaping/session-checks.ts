@@ -83,14 +83,16 @@ export class SessionChecks {
       perUser > 0 ? limits.peek(`auth-fail-user:${listener}`, user, perUser, window) : undefined,
     ]);
     if (byClient?.ok === false || byUser?.ok === false) {
-      count('blocked');
-      this.#log.warn(
-        { user: creds.user, failures: byClient?.ok === false ? 'client' : 'user', action },
-        'AUTH refused: too many failed attempts',
-      );
-      if (action === 'reject') return { reply: replies.authTooManyFailures() };
+      const failures = byClient?.ok === false ? 'client' : 'user';
+      if (action === 'reject') {
+        count('blocked');
+        this.#log.warn({ user: creds.user, failures, action }, 'AUTH refused: too many failed attempts');
+        return { reply: replies.authTooManyFailures() };
+      }
+      // The tarpit: every reply of the session is held from now on; the attempt itself goes on, so
+      // the owner of the account still gets in, slowly, and a guesser gets one try per delay.
+      this.#log.warn({ user: creds.user, failures, action }, 'AUTH tarpitted: too many failed attempts');
       this.#tarpit('auth-failures');
-      return { reply: replies.authFailed() };
     }
     if (creds.authzid !== '' && creds.authzid !== creds.user) {
       count('fail');
