@@ -207,11 +207,33 @@ export interface AdmissionConfig {
   maxWaiting: number;
 }
 
+export interface RedisSentinelConfig {
+  sentinels: HostPort[];
+  masterName: string;
+  username?: string;
+  password?: string;
+  sentinelUsername?: string;
+  sentinelPassword?: string;
+  db: number;
+}
+
+/** Paths of PEM files; the proxy reads them. */
+export interface RedisTlsConfig {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  servername?: string;
+}
+
 export interface LedgerConfig {
-  /** Absent: in-memory ledger (one node). */
+  /** Absent (and no redisCluster / redisSentinel): in-memory ledger (one node). */
   redis?: string;
   /** Seed nodes of a Redis Cluster (instead of `redis`). */
   redisCluster?: string[];
+  /** A master found through Sentinel (instead of `redis`). */
+  redisSentinel?: RedisSentinelConfig;
+  /** TLS to every Redis connection (and the sentinels). */
+  tls?: RedisTlsConfig;
   leaseTtl: number;
   onRedisDown: 'local-share' | 'reject';
   /** Key prefix (all keys also carry one hash tag). */

@@ -801,8 +801,25 @@ class Resolver {
     if (/[{}]/.test(keyPrefix)) {
       this.issues.add(['ledger', 'keyPrefix'], 'EVALUE', 'must not contain "{" or "}"');
     }
-    if (raw.redis !== undefined && raw.redisCluster !== undefined) {
-      this.issues.add(['ledger', 'redisCluster'], 'EVALUE', 'give either redis or redisCluster, not both');
+    const modes = (['redis', 'redisCluster', 'redisSentinel'] as const).filter((m) => raw[m] !== undefined);
+    if (modes.length > 1) {
+      this.issues.add(
+        ['ledger', modes[1]!],
+        'EVALUE',
+        `give one of redis, redisCluster, redisSentinel, not ${modes.join(' and ')}`,
+      );
+    }
+    const sentinel = isPlainObject(raw.redisSentinel) ? raw.redisSentinel : undefined;
+    const tls = isPlainObject(raw.tls) ? raw.tls : undefined;
+    if (tls && modes.length === 0) {
+      this.issues.add(['ledger', 'tls'], 'EVALUE', 'needs redis, redisCluster or redisSentinel');
+    }
+    if (tls && (tls.cert === undefined) !== (tls.key === undefined)) {
+      this.issues.add(
+        ['ledger', 'tls', tls.cert === undefined ? 'cert' : 'key'],
+        'EVALUE',
+        'give cert and key together',
+      );
     }
     return {
       ...optional(
@@ -818,6 +835,29 @@ class Resolver {
               this.parsed(['ledger', 'redisCluster', i], parseUrl(u, ['redis:', 'rediss:']), ''),
             )
           : undefined,
+      ),
+      ...optional(
+        'redisSentinel',
+        sentinel && {
+          sentinels: list(sentinel.sentinels).map((a, i) =>
+            this.address(['ledger', 'redisSentinel', 'sentinels', i], a, false),
+          ),
+          masterName: str(sentinel.masterName) ?? '',
+          ...optional('username', str(sentinel.username)),
+          ...optional('password', str(sentinel.password)),
+          ...optional('sentinelUsername', str(sentinel.sentinelUsername)),
+          ...optional('sentinelPassword', str(sentinel.sentinelPassword)),
+          db: num(sentinel.db, 0),
+        },
+      ),
+      ...optional(
+        'tls',
+        tls && {
+          ...optional('ca', tls.ca === undefined ? undefined : this.file(tls.ca)),
+          ...optional('cert', tls.cert === undefined ? undefined : this.file(tls.cert)),
+          ...optional('key', tls.key === undefined ? undefined : this.file(tls.key)),
+          ...optional('servername', str(tls.servername)),
+        },
       ),
       leaseTtl: this.duration(['ledger', 'leaseTtl'], raw.leaseTtl, DEFAULTS.ledger.leaseTtl, MIN_LEASE_TTL),
       onRedisDown: (str(raw.onRedisDown) ?? DEFAULTS.ledger.onRedisDown) as LedgerConfig['onRedisDown'],

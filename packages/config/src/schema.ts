@@ -799,6 +799,38 @@ export const ConfigFileSchema = Closed(
           minItems: 1,
           description: 'Seed node URLs of a Redis Cluster, instead of `redis`.',
         }),
+        redisSentinel: Closed(
+          {
+            sentinels: Type.Array(Address('A sentinel.'), {
+              minItems: 1,
+              description: 'Sentinels to ask for the current master, instead of `redis`.',
+            }),
+            masterName: Text('Name of the master the sentinels monitor.'),
+            username: Text('ACL user on the master and replicas.'),
+            password: Text('Password of the master and replicas.'),
+            sentinelUsername: Text('ACL user on the sentinels.'),
+            sentinelPassword: Text('Password of the sentinels.'),
+            db: Type.Integer({ minimum: 0, ...withDefault('Database number.', 0) }),
+          },
+          ['sentinels', 'masterName'],
+        ),
+        tls: Closed(
+          {
+            ca: Text('PEM file of the CAs to trust (default: the system store).', { syntax: 'path' }),
+            cert: Text('PEM client certificate file (with `key`, for `tls-auth-clients`).', {
+              syntax: 'path',
+            }),
+            key: Text('PEM private key file of `cert`.', { syntax: 'path' }),
+            servername: Domain('Name for SNI and the certificate check.', {
+              defaultText: 'the host connected to',
+            }),
+          },
+          [],
+          {
+            description:
+              'TLS to Redis (every mode; with Sentinel, to the sentinels too); on as soon as the section is there.',
+          },
+        ),
         leaseTtl: Duration(
           'Connections of a dead node stop counting after this (at least 1s).',
           DEFAULTS.ledger.leaseTtl,

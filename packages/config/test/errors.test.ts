@@ -294,3 +294,32 @@ pools:
   assert.equal(errorAt(errors, 'listeners[1].clients').message, 'only outbound listeners have clients');
   assert.ok(errorAt(errors, 'listeners[2].clients[0]'));
 });
+
+test('ledger: one Redis mode at a time, TLS only with Redis, cert and key together', T, () => {
+  const both = errorsOf(
+    withBase(`ledger:
+  redis: redis://10.0.0.1:6379
+  redisSentinel: { sentinels: [10.0.0.1:26379], masterName: m }
+`),
+  );
+  assert.equal(
+    errorAt(both, 'ledger.redisSentinel').message,
+    'give one of redis, redisCluster, redisSentinel, not redis and redisSentinel',
+  );
+  const bad = errorsOf(
+    withBase(`ledger:
+  tls: { cert: c.pem }
+`),
+  );
+  assert.equal(errorAt(bad, 'ledger.tls').message, 'needs redis, redisCluster or redisSentinel');
+  assert.equal(errorAt(bad, 'ledger.tls.key').message, 'give cert and key together');
+  const sentinel = errorsOf(
+    withBase(`ledger:
+  redisSentinel: { sentinels: [nowhere], db: -1 }
+`),
+  );
+  assert.ok(errorAt(sentinel, 'ledger.redisSentinel.sentinels[0]'));
+  assert.ok(errorAt(sentinel, 'ledger.redisSentinel.db'));
+  const unnamed = errorsOf(withBase('ledger: { redisSentinel: { sentinels: [10.0.0.1:26379] } }\n'));
+  assert.equal(errorAt(unnamed, 'ledger.redisSentinel.masterName').message, 'required');
+});

@@ -90,6 +90,8 @@ recipientMaps:
   default: { ldap: { url: ldap://127.0.0.1, base: dc=example } }
 scanners:
   default: { rspamd: { url: http://127.0.0.1:11333 } }
+
+ledger: { redisSentinel: { sentinels: [127.0.0.1:26379], masterName: m } }
 `);
   const resolved = c as unknown as Record<string, unknown>;
   let checked = 0;

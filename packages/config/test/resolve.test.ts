@@ -322,3 +322,38 @@ pools:
   assert.deepEqual(c.pools.internet!.mx!.denyDestinations.slice(-2), ['10.1.0.0/16', '192.0.2.7/32']);
   assert.deepEqual(c.pools.intercepted!.originalDestination!.denyDestinations, ['203.0.113.0/24']);
 });
+
+test('ledger through Sentinel, with TLS files taken from the config folder', T, () => {
+  const c = configOf(
+    withBase(`ledger:
+  redisSentinel:
+    sentinels: [10.0.0.1:26379, "[fd00::2]:26379"]
+    masterName: mymaster
+    password: \${REDIS_PASSWORD}
+    sentinelPassword: sent
+  tls: { ca: ca.pem, cert: /etc/smtp-lb/redis.crt, key: redis.key, servername: redis.internal }
+`),
+    { source: '/etc/smtp-lb/smtp-lb.yaml', env: { REDIS_PASSWORD: 'pw' } },
+  );
+  assert.deepEqual(c.ledger, {
+    redisSentinel: {
+      sentinels: [
+        { host: '10.0.0.1', port: 26379 },
+        { host: 'fd00::2', port: 26379 },
+      ],
+      masterName: 'mymaster',
+      password: 'pw',
+      sentinelPassword: 'sent',
+      db: 0,
+    },
+    tls: {
+      ca: '/etc/smtp-lb/ca.pem',
+      cert: '/etc/smtp-lb/redis.crt',
+      key: '/etc/smtp-lb/redis.key',
+      servername: 'redis.internal',
+    },
+    leaseTtl: 15_000,
+    onRedisDown: 'local-share',
+    keyPrefix: 'smtp-lb',
+  });
+});

@@ -14,7 +14,7 @@ import type {
   RateResult,
   SessionCaps,
 } from './client-limits.js';
-import { createClient, type LedgerClient, type RedisTarget } from './connect.js';
+import { closeClient, createClient, type LedgerClient, type RedisTarget } from './connect.js';
 import { LedgerError, ReplyCode, scriptError } from './errors.js';
 import { once } from './types.js';
 
@@ -223,11 +223,7 @@ export class RedisClientLimits implements ClientLimits {
     const all = [...this.#held.values()].flatMap((g) => [...g.values()]);
     this.#held.clear();
     await Promise.allSettled(all.map((h) => this.#run('session-close', [...h.keys, h.member])));
-    try {
-      await this.#withTimeout(this.#client.quit(), this.#timeoutMs, 'quit');
-    } catch {
-      this.#client.disconnect();
-    }
+    await closeClient(this.#client, this.#timeoutMs);
   }
 
   /** Sessions this node counts in Redis now (for tests and the status page). */

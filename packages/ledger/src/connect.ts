@@ -15,8 +15,10 @@ export type RedisTarget =
       name: string;
       username?: string;
       password?: string;
+      sentinelUsername?: string;
       sentinelPassword?: string;
       db?: number;
+      /** TLS to the master and to the sentinels alike (Bitnami-style set-ups run both on TLS). */
       tls?: ConnectionOptions;
     }
   | {
@@ -73,10 +75,15 @@ export function createClient(target: RedisTarget, role: ClientRole): LedgerClien
       name: target.name,
       username: target.username,
       password: target.password,
+      sentinelUsername: target.sentinelUsername,
       sentinelPassword: target.sentinelPassword,
       db: target.db,
       sentinelRetryStrategy: retry,
-      ...(target.tls ? { tls: target.tls } : {}),
+      // A master demoted by a failover answers writes with READONLY: reconnect, and so ask the
+      // sentinels again, rather than keep talking to a replica. (ioredis' failoverDetector was
+      // tried and left a client closed for good when +switch-master raced a reconnect.)
+      reconnectOnError: (err: Error) => err.message.startsWith('READONLY'),
+      ...(target.tls ? { tls: target.tls, enableTLSForSentinelMode: true, sentinelTLS: target.tls } : {}),
     });
   }
   const nodes = target.cluster.map(parseNode);
@@ -99,4 +106,15 @@ export function createClient(target: RedisTarget, role: ClientRole): LedgerClien
       },
     },
   );
+}
+
+/** QUIT within `ms`, then disconnect() whatever happened, so that nothing reconnects afterwards. */
+export async function closeClient(client: LedgerClient, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  await Promise.race([client.quit(), late]).catch(() => undefined);
+  clearTimeout(timer);
+  client.disconnect();
 }

@@ -3,7 +3,7 @@
 // (DESIGN.md invariant 2) and a dead node's slots stop counting within the lease ttl (invariant 3).
 
 import { commandName, defineLedgerCommands, type ScriptName } from './commands.js';
-import { createClient, type LedgerClient, type RedisTarget } from './connect.js';
+import { closeClient, createClient, type LedgerClient, type RedisTarget } from './connect.js';
 import { checkReply, LedgerError, ReplyCode } from './errors.js';
 import { checkCap } from './memory-ledger.js';
 import { RedisKeys } from './redis-keys.js';
@@ -267,15 +267,7 @@ export class RedisLedger implements Ledger {
     this.releaseListeners.clear();
     this.modeListeners.clear();
     this.errorListeners.clear();
-    await Promise.all([this.client, this.subscriber].map((c) => this.quit(c)));
-  }
-
-  private async quit(c: LedgerClient): Promise<void> {
-    try {
-      await withTimeout(c.quit(), this.timeoutMs, 'quit');
-    } catch {
-      c.disconnect();
-    }
+    await Promise.all([this.client, this.subscriber].map((c) => closeClient(c, this.timeoutMs)));
   }
 
   private state(backendId: string): BackendState {

@@ -3,7 +3,7 @@
 // under versioned names so two releases can share one Redis.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { createClient, type LedgerClient, type RedisTarget } from './connect.js';
+import { closeClient, createClient, type LedgerClient, type RedisTarget } from './connect.js';
 import { LedgerError, scriptError } from './errors.js';
 import type { Suspension, Suspensions } from './suspensions.js';
 
@@ -152,11 +152,7 @@ export class RedisSuspensions implements Suspensions {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      await withTimeout(this.#client.quit(), this.#o.commandTimeoutMs ?? 1000, 'quit');
-    } catch {
-      this.#client.disconnect();
-    }
+    await closeClient(this.#client, this.#o.commandTimeoutMs ?? 1000);
   }
 
   async #run(name: SendersScript, args: string[]): Promise<unknown[]> {

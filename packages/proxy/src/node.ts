@@ -20,6 +20,7 @@ import { createLogger, type Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { PoolRuntime } from './pool-runtime.js';
 import { RecipientMaps } from './recipient-maps.js';
+import { redisTarget } from './redis-target.js';
 import { Router } from './router.js';
 import { ScanRuntime } from './scan/scan-runtime.js';
 import type { SessionDeps } from './session.js';
@@ -27,11 +28,11 @@ import { ShapingRuntime } from './shaping/shaping-runtime.js';
 import { SlotWaiters } from './slot-waiters.js';
 
 async function createLedger(config: SmtpLbConfig, log: Logger, metrics: Metrics): Promise<Ledger> {
-  const { redis, redisCluster } = config.ledger;
-  if (!redis && !redisCluster) return new MemoryLedger();
+  const target = redisTarget(config.ledger);
+  if (!target) return new MemoryLedger();
   const ledgerLog = log.child({ component: 'ledger' });
   const ledger = await RedisLedger.create({
-    redis: redisCluster ? { cluster: redisCluster } : redis!,
+    redis: target,
     nodeId: config.node.id,
     leaseTtlMs: config.ledger.leaseTtl,
     onRedisDown: config.ledger.onRedisDown,
@@ -46,11 +47,11 @@ async function createLedger(config: SmtpLbConfig, log: Logger, metrics: Metrics)
 
 /** Suspended senders: next to the ledger in Redis when the node has one, else in memory. */
 async function createSuspensions(config: SmtpLbConfig, log: Logger, metrics: Metrics): Promise<Suspensions> {
-  const { redis, redisCluster } = config.ledger;
-  if (!redis && !redisCluster) return new MemorySuspensions();
+  const target = redisTarget(config.ledger);
+  if (!target) return new MemorySuspensions();
   const slog = log.child({ component: 'senders' });
   return RedisSuspensions.create({
-    redis: redisCluster ? { cluster: redisCluster } : redis!,
+    redis: target,
     nodeId: config.node.id,
     keyPrefix: config.ledger.keyPrefix,
     onError: (err) => {
@@ -241,7 +242,7 @@ export class SmtpLbNode {
   /** SIGHUP: apply a new configuration without dropping a session. */
   async reload(config: SmtpLbConfig): Promise<void> {
     const old = this.#config;
-    if (config.ledger.redis !== old.ledger.redis || config.node.id !== old.node.id) {
+    if (JSON.stringify(config.ledger) !== JSON.stringify(old.ledger) || config.node.id !== old.node.id) {
       this.log.warn('ledger and node id changes need a restart; keeping the running ones');
     }
     this.#config = { ...config, ledger: old.ledger, node: old.node, admin: old.admin };

@@ -9,6 +9,7 @@ export * from './postfix.js';
 export * from './postgrey.js';
 export * from './process.js';
 export * from './redis.js';
+export * from './redis-sentinel.js';
 export * from './rspamd.js';
 export * from './seeded-random.js';
 export * from './slapd.js';

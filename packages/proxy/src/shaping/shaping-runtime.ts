@@ -1,11 +1,12 @@
 // The node's shaping state, built from the top-level `shaping` section: per-client counters (in
-// Redis next to the ledger when `ledger.redis` or `redisCluster` is set, else in memory), the DNSBL checker, the
-// policy service client, the allow list and the tarpit. A reload swaps the settings; the counters
+// Redis next to the ledger, on the same target and TLS, when the ledger uses Redis, else in memory),
+// the DNSBL checker, the policy service client, the allow list and the tarpit. A reload swaps the settings; the counters
 // and the tarpit (with the sessions in it) stay.
 import type { ShapingConfig, SmtpLbConfig } from '@smtp-lb/config';
 import { type ClientLimits, MemoryClientLimits, RedisClientLimits } from '@smtp-lb/ledger';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
+import { redisTarget } from '../redis-target.js';
 import { CidrList } from './cidr.js';
 import type { ClientState } from './client-state.js';
 import { DnsblChecker } from './dnsbl.js';
@@ -33,23 +34,22 @@ export class ShapingRuntime {
 
   static async create(config: SmtpLbConfig, log: Logger, metrics: Metrics): Promise<ShapingRuntime> {
     const slog = log.child({ component: 'shaping' });
-    const { redis, redisCluster } = config.ledger;
-    const limits: ClientLimits =
-      redis || redisCluster
-        ? await RedisClientLimits.create({
-            redis: redisCluster ? { cluster: redisCluster } : redis!,
-            nodeId: config.node.id,
-            leaseTtlMs: config.ledger.leaseTtl,
-            keyPrefix: config.ledger.keyPrefix,
-            onError: (err) => {
-              metrics.ledgerErrors.inc();
-              slog.warn(
-                { err: { code: err.code, message: err.message } },
-                'client limits: Redis failed, letting the client in',
-              );
-            },
-          })
-        : new MemoryClientLimits();
+    const target = redisTarget(config.ledger);
+    const limits: ClientLimits = target
+      ? await RedisClientLimits.create({
+          redis: target,
+          nodeId: config.node.id,
+          leaseTtlMs: config.ledger.leaseTtl,
+          keyPrefix: config.ledger.keyPrefix,
+          onError: (err) => {
+            metrics.ledgerErrors.inc();
+            slog.warn(
+              { err: { code: err.code, message: err.message } },
+              'client limits: Redis failed, letting the client in',
+            );
+          },
+        })
+      : new MemoryClientLimits();
     return new ShapingRuntime(config.shaping, limits, slog, metrics);
   }
 
