@@ -8,6 +8,8 @@ export const DEFAULTS = {
     bareNewlines: 'normalize',
     nulBytes: 'reject',
     idleTimeout: '5m',
+    commandTimeout: '5m',
+    minDataRate: 500,
     maxSessions: 10000,
     tlsImplicit: false,
   },

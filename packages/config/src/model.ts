@@ -30,6 +30,13 @@ export interface ListenerTls {
 export interface ListenerTimeouts {
   /** No bytes from the client for this long ends the session (RFC 5321 4.5.3.2.7: 5 min). */
   idle: number;
+  /**
+   * A command line must be complete this long after its first byte, and DATA gets at most this much
+   * time in hand (Postfix smtpd_per_request_deadline): bytes that trickle in do not keep it open.
+   */
+  command: number;
+  /** Bytes/s in DATA: each chunk adds its size / this to the time in hand (0: off; smtpd_min_data_rate). */
+  minDataRate: number;
 }
 
 export interface ListenerProxyProtocol {

@@ -533,6 +533,13 @@ class Resolver {
           DEFAULTS.listener.idleTimeout,
           '1s',
         ),
+        command: this.duration(
+          [...at, 'timeouts', 'command'],
+          obj(raw.timeouts).command,
+          DEFAULTS.listener.commandTimeout,
+          '100ms',
+        ),
+        minDataRate: num(obj(raw.timeouts).minDataRate, DEFAULTS.listener.minDataRate),
       },
       maxSessions: num(raw.maxSessions, DEFAULTS.listener.maxSessions),
       ...optional(

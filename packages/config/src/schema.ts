@@ -257,6 +257,17 @@ export const ListenerSchema = Closed(
           'A client silent this long is disconnected (at least 1s).',
           DEFAULTS.listener.idleTimeout,
         ),
+        command: Duration(
+          'A command line must be complete this long after its first byte (421 4.4.2); also the most DATA has in hand.',
+          DEFAULTS.listener.commandTimeout,
+        ),
+        minDataRate: Type.Integer({
+          minimum: 0,
+          ...withDefault(
+            'Bytes/s in DATA: each chunk earns size/rate more time, up to `command`; out of time: 451 4.4.2 (0: off).',
+            DEFAULTS.listener.minDataRate,
+          ),
+        }),
       },
       [],
     ),

@@ -84,6 +84,8 @@ export class Listener {
       name: config.hostname,
       maxMessageSize: config.maxMessageSize,
       idleTimeout: config.timeouts.idle,
+      commandTimeout: config.timeouts.command,
+      minDataRate: config.timeouts.minDataRate,
       starttls: starttls ? () => starttls : undefined,
       auth: config.auth && { plaintext: config.auth.allowPlaintext },
     };

@@ -106,6 +106,10 @@ export const replies = {
   help: () => reply(214, '2.0.0', 'See https://tools.ietf.org/html/rfc5321 for details'),
   startTls: () => reply(220, '2.0.0', 'Ready to start TLS'),
   idleTimeout: (name: string) => reply(421, '4.4.2', `${name} Timeout - closing connection`),
+  commandTimeout: (ms: number) =>
+    reply(421, '4.4.2', `Command not complete within ${ms / 1000} s, closing connection`),
+  dataTooSlow: (bytesPerSecond: number) =>
+    reply(451, '4.4.2', `Message data arrived slower than ${bytesPerSecond} bytes/s, try again later`),
   lineTooLong: () => reply(500, '5.5.2', 'Line too long'),
   unrecognized: () => reply(500, '5.5.1', 'Command not recognized'),
   httpRequest: () => reply(421, '4.7.0', 'HTTP requests not allowed'),

@@ -81,6 +81,8 @@ before(async () => {
       name: 'front.test',
       maxMessageSize: 1000,
       idleTimeout: 10_000,
+      commandTimeout: 60_000,
+      minDataRate: 0,
       ...mode,
     }).start();
   });

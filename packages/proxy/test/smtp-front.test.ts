@@ -137,6 +137,8 @@ before(async () => {
       name: 'front.test',
       maxMessageSize: 1000,
       idleTimeout: current.idle,
+      commandTimeout: 60_000,
+      minDataRate: 0,
       starttls: current.tls ? () => current.tls : undefined,
     });
     front.start();

@@ -18,6 +18,7 @@ import { type SecureContext, TLSSocket } from 'node:tls';
 import type { Reply } from '@smtp-lb/upstream';
 import { replies, wireReply } from '../replies.js';
 import type { Client, SmtpAddress, Transaction } from '../transaction.js';
+import { CommandDeadline, DataRate } from './deadlines.js';
 import { CommandLines, DotReader, MAX_LINE, TOO_LONG } from './framing.js';
 import {
   MECHANISMS,
@@ -61,6 +62,10 @@ export interface FrontOptions {
   maxMessageSize: number;
   /** Idle timeout in ms: no byte from the client for this long ends the session with 421. */
   idleTimeout: number;
+  /** A command line must be complete this long (ms) after its first byte; DATA's most time in hand. */
+  commandTimeout: number;
+  /** Bytes/s DATA must keep up (0: off), see DataRate. */
+  minDataRate: number;
   /** STARTTLS is offered when this returns a context (and the session is not secure yet). */
   starttls?: () => SecureContext | undefined;
   /** AUTH is offered (under TLS; also without it when `plaintext`); absent: AUTH is unknown here. */
@@ -120,10 +125,20 @@ export class SmtpFront {
     if (this.#mode === 'command') this.#pump();
   };
 
+  readonly #commandDeadline: CommandDeadline;
+  readonly #dataRate: DataRate;
+
   constructor(socket: Duplex, session: FrontSession, opts: FrontOptions) {
     this.#socket = socket;
     this.#session = session;
     this.#opts = opts;
+    this.#commandDeadline = new CommandDeadline(opts.commandTimeout, () => this.#commandTooSlow());
+    this.#dataRate = new DataRate(
+      opts.commandTimeout,
+      opts.minDataRate,
+      () => this.#dataTooSlow(),
+      () => this.#socket.isPaused(),
+    );
   }
 
   get closed(): boolean {
@@ -201,6 +216,8 @@ export class SmtpFront {
   #end(): void {
     if (this.#mode === 'closed') return;
     this.#mode = 'closed';
+    this.#commandDeadline.done();
+    this.#dataRate.stop();
     this.#lines.clear();
     this.#socket.off('data', this.#onData);
     this.#socket.end();
@@ -218,6 +235,8 @@ export class SmtpFront {
 
   #closed(): void {
     clearTimeout(this.#cutOffTimer);
+    this.#commandDeadline.done();
+    this.#dataRate.stop();
     this.#mode = 'closed';
     this.#lines.clear();
     this.#dot.fail('client went away during DATA');
@@ -228,6 +247,20 @@ export class SmtpFront {
     if (this.#mode === 'closed') return;
     this.#session.problem('idle timeout', { timeoutMs: this.#opts.idleTimeout });
     this.shutdown(replies.idleTimeout(this.#opts.name));
+  }
+
+  #commandTooSlow(): void {
+    if (this.#mode !== 'command' || this.#busy || this.#lines.size === 0) return;
+    this.#session.problem('command line not complete in time', { timeoutMs: this.#opts.commandTimeout });
+    this.shutdown(replies.commandTimeout(this.#opts.commandTimeout));
+  }
+
+  /** The message is dropped (the backend gets no final dot) and the session ends. */
+  #dataTooSlow(): void {
+    if (this.#mode !== 'data') return;
+    this.#session.problem('DATA slower than the minimum rate', { minDataRate: this.#opts.minDataRate });
+    this.#say(replies.dataTooSlow(this.#opts.minDataRate));
+    this.#end();
   }
 
   // ---- input ----
@@ -249,8 +282,10 @@ export class SmtpFront {
       if (line === undefined) {
         // Everything a half-closed client sent is answered (a line without its LF never will be).
         if (this.#inputEnded) this.#end();
+        else if (this.#lines.size > 0) this.#commandDeadline.started();
         return;
       }
+      this.#commandDeadline.done();
       if (line === TOO_LONG) {
         this.#tooLong();
         return;
@@ -397,6 +432,7 @@ export class SmtpFront {
       () => this.#dataDone(replies.internalError()),
     );
     this.#say(replies.sendData());
+    this.#dataRate.start();
     // Content pipelined behind DATA (not allowed before 354, RFC 2920, but harmless) is content.
     const rest = this.#lines.take();
     if (rest.length > 0) this.#feedData(rest);
@@ -427,8 +463,10 @@ export class SmtpFront {
 
   /** DATA content; at the final dot, what follows is the next command. */
   #feedData(chunk: Buffer): void {
+    this.#dataRate.bytes(chunk.length);
     const rest = this.#dot.feed(chunk);
     if (rest === undefined) return;
+    this.#dataRate.stop();
     this.#mode = 'command';
     this.#busy = true; // still: the reply waits for the session
     if (rest.length > 0) this.#lines.push(rest);
