@@ -34,6 +34,8 @@ function sample(name: ReplyName): Reply {
   const make = replies[name] as (...args: unknown[]) => Reply;
   switch (name) {
     case 'tooBig':
+    case 'commandTimeout':
+    case 'dataTooSlow':
       return make(1000);
     case 'policyRefused':
       return make(554, '5.7.1', '<a@b.test>: Recipient address rejected', 'Access denied');
