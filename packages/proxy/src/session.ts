@@ -355,6 +355,9 @@ export class ProxySession implements FrontSession {
         );
       },
     });
+    // A refusal can come before the backend's 354, while nothing of upstream listens yet: it sees
+    // the stream's error (readable.errored) when it starts; unhandled, it would crash the process.
+    stream.on('error', ignore);
     body.on('error', (err) => stream.destroy(err));
     body.pipe(stream);
     return { stream, refusal: () => refused };
