@@ -1,8 +1,9 @@
 // A/B of two smtp-lb builds in the same run: node CPU per message (user + system of the node's
 // process group) under smtp-source, both modes (a new connection per message, reused connections),
 // the two builds interleaved A B B A ... so that other load on the machine falls on both alike.
-//   node test/dist/bench/ab-nodes.js <baseline cli.js> [rounds]
-// The other build is this work tree's (packages/proxy/dist/src/cli.js). Prints medians and ratios.
+//   node test/dist/bench/ab-nodes.js <baseline cli.js> [rounds] [candidate cli.js]
+// The candidate defaults to this work tree's build (packages/proxy/dist/src/cli.js). Prints
+// medians and ratios.
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,13 +17,14 @@ const HOST = '127.0.0.1';
 const THIS = fileURLToPath(new URL('../../../packages/proxy/dist/src/cli.js', import.meta.url));
 const baseline = process.argv[2];
 const rounds = Number(process.argv[3] ?? 5);
+const candidate = process.argv[4] ? path.resolve(process.argv[4]) : THIS;
 if (!baseline) throw new Error('usage: ab-nodes.js <baseline cli.js> [rounds]');
 
 const dir = await makeTempDir('ab');
 const sink = await startSmtpSink();
 const builds = [
   { name: 'baseline', cli: path.resolve(baseline) },
-  { name: 'this', cli: THIS },
+  { name: 'this', cli: candidate },
 ];
 const nodes = [];
 for (const b of builds) {

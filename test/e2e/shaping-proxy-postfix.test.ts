@@ -4,14 +4,15 @@
 // (what the client dialled: an interceptor's original destination) reaches Postfix as XCLIENT
 // DESTADDR/DESTPORT, seen as server_address/server_port by a policy service Postfix asks.
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
   type CaptureBackend,
   finalDataReply,
+  type PolicyService,
   type PostfixInstance,
   runSwaks,
   startCaptureBackend,
+  startPolicyService,
   startPostfix,
 } from '@smtp-lb/testkit';
 import type { TestNode } from '../helpers/node.js';
@@ -21,34 +22,13 @@ describe('PROXY v2 in, XCLIENT out to Postfix', { timeout: 90_000 }, () => {
   let sink: CaptureBackend;
   let postfix: PostfixInstance;
   let lb: TestNode;
-  let policy: Server;
-  /** Each policy request Postfix made, as name -> value. */
-  const asked: Array<Record<string, string>> = [];
+  let policy: PolicyService;
   before(async () => {
     sink = await startCaptureBackend();
-    // A Postfix policy service (SMTPD_POLICY_README): name=value lines, a blank line; DUNNO.
-    policy = createServer((socket) => {
-      let buf = '';
-      socket.on('data', (chunk) => {
-        buf += chunk.toString('latin1');
-        for (let end = buf.indexOf('\n\n'); end >= 0; end = buf.indexOf('\n\n')) {
-          const attrs: Record<string, string> = {};
-          for (const line of buf.slice(0, end).split('\n')) {
-            const eq = line.indexOf('=');
-            if (eq > 0) attrs[line.slice(0, eq)] = line.slice(eq + 1);
-          }
-          asked.push(attrs);
-          buf = buf.slice(end + 2);
-          socket.write('action=DUNNO\n\n');
-        }
-      });
-      socket.on('error', () => socket.destroy());
-    });
-    await new Promise<void>((r) => policy.listen(0, '127.0.0.1', r));
-    const policyPort = (policy.address() as { port: number }).port;
+    policy = await startPolicyService();
     postfix = await startPostfix({
       relayTo: sink.address,
-      mainCf: { smtpd_recipient_restrictions: `check_policy_service inet:127.0.0.1:${policyPort}, permit` },
+      mainCf: { smtpd_recipient_restrictions: `check_policy_service inet:${policy.address}, permit` },
     });
     lb = await startShapingNode({
       backend: postfix.address,
@@ -59,7 +39,7 @@ describe('PROXY v2 in, XCLIENT out to Postfix', { timeout: 90_000 }, () => {
     await lb?.stop();
     await postfix?.stop();
     await sink?.close();
-    policy?.close();
+    await policy?.close();
   });
 
   test("Postfix logs the address from the balancer's PROXY v2 header", async () => {
@@ -100,8 +80,10 @@ describe('PROXY v2 in, XCLIENT out to Postfix', { timeout: 90_000 }, () => {
     assert.ok(opened);
     assert.ok(lb.logs.some((l) => l.msg === 'PROXY header read' && l.via === '127.0.0.2'));
     // The original destination, not the node's own address, is what Postfix was told.
-    const rcpt = asked.find((a) => a.protocol_state === 'RCPT' && a.client_address === '203.0.113.9');
-    assert.ok(rcpt, `Postfix asked its policy service at RCPT: ${JSON.stringify(asked)}`);
+    const rcpt = policy.requests.find(
+      (a) => a.protocol_state === 'RCPT' && a.client_address === '203.0.113.9',
+    );
+    assert.ok(rcpt, `Postfix asked its policy service at RCPT: ${JSON.stringify(policy.requests)}`);
     assert.equal(rcpt.server_address, '198.51.100.25');
     assert.equal(rcpt.server_port, '2525');
   });

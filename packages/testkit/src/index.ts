@@ -5,6 +5,7 @@ export * from './dovecot.js';
 export * from './errors.js';
 export * from './free-port.js';
 export * from './hostile-dns.js';
+export * from './policy-service.js';
 export * from './postfix.js';
 export * from './postgrey.js';
 export * from './process.js';
