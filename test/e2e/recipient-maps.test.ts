@@ -10,6 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { formatStatus, type NodeStatus } from '@smtp-lb/proxy';
 import {
   type CaptureBackend,
   finalDataReply,
@@ -25,6 +26,7 @@ import {
   type TempDir,
 } from '@smtp-lb/testkit';
 import { Redis } from 'ioredis';
+
 import { configFrom, startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 import { metric, waitForLog } from './shaping-helpers.js';
@@ -243,11 +245,18 @@ describe('routing and verification by recipient map', T, () => {
     assert.ok(Date.now() - started < 10_000);
     const [garbage] = await rcptReplies('garbage', ['alice@example.com']);
     assert.match(garbage, /^451 4\.3\.0 /);
-    const states = Object.fromEntries(lb.node.status().recipientMaps.map((m) => [m.name, m.state]));
+    // What an operator sees: /status JSON and the `smtp-lb status` table.
+    const a = lb.node.adminAddress!;
+    const status = (await (await fetch(`http://${a.host}:${a.port}/status`)).json()) as NodeStatus;
+    const states = Object.fromEntries(status.recipientMaps.map((m) => [m.name, m.state]));
     assert.deepEqual(
       { hung: states.hung, garbage: states.garbage, files: states.files },
       { hung: 'failing', garbage: 'failing', files: 'ok' },
     );
+    const table = formatStatus(status);
+    assert.match(table, /^RECIPIENT MAP +KIND +STATE +ENTRIES +CACHED +DETAIL$/m);
+    assert.match(table, /^hung +ldap +failing +\d+ +no answer within 500 ms$/m);
+    assert.match(table, /^files +file +ok +[23] +\d+/m);
   });
 
   test('unknown: pass lets an unknown recipient through to the backend, which decides', async () => {

@@ -4,3 +4,4 @@ export { Metrics } from './metrics.js';
 export { type NodeOptions, SmtpLbNode } from './node.js';
 export { replies } from './replies.js';
 export { domainOf, Router } from './router.js';
+export { formatStatus } from './status-command.js';
