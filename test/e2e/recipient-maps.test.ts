@@ -16,16 +16,18 @@ import {
   finalDataReply,
   makeTempDir,
   type PostfixInstance,
+  type RedisCluster,
   type RedisServer,
   runSwaks,
   type SlapdServer,
   startCaptureBackend,
   startPostfix,
   startRedis,
+  startRedisCluster,
   startSlapd,
   type TempDir,
 } from '@smtp-lb/testkit';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 
 import { configFrom, startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
@@ -360,6 +362,55 @@ admin: { listen: 127.0.0.1:0 }
         await metric(attacked, 'smtp_lb_recipient_lookups_total', '{map="staff",result="unknown"}'),
         10_000,
       );
+    } finally {
+      c.close();
+    }
+  });
+});
+
+describe('a redis map on the ledger Redis Cluster', T, () => {
+  let cluster: RedisCluster;
+  let node: TestNode;
+  let client: Cluster;
+  let backend: CaptureBackend;
+  before(async () => {
+    [cluster, backend] = await Promise.all([startRedisCluster(), startCaptureBackend()]);
+    client = new Cluster(
+      cluster.urls.map((u) => ({ host: new URL(u).hostname, port: Number(new URL(u).port) })),
+    );
+    // Keys of many hash slots, so the lookups of one recipient go to different masters.
+    for (let i = 0; i < 20; i++) await client.set(`smtp-lb:rcpt:user${i}@example.com`, 'default');
+    await client.set('smtp-lb:rcpt:@catchall.example', 'default');
+    node = await startNode(`
+node: { id: rcptmaps-cluster }
+listeners:
+  - { name: inbound, listen: 127.0.0.1:0, hostname: mx.example.com, pool: default, recipients: { map: shared } }
+pools:
+  default: { static: [{ address: ${backend.address} }], tls: none }
+ledger: { redisCluster: [${cluster.urls.join(', ')}] }
+recipientMaps:
+  shared: { redis: {} }
+log: { level: warn }
+admin: { listen: 127.0.0.1:0 }
+`);
+  });
+  after(async () => {
+    await node?.stop();
+    client?.disconnect();
+    await backend?.close();
+    await cluster?.stop();
+  });
+
+  test('keys in every slot are found through the cluster client; others get 550 5.1.1', async () => {
+    const c = await SmtpDialog.open(node.port);
+    try {
+      await c.read();
+      await c.cmd('EHLO client.test');
+      await c.cmd('MAIL FROM:<someone@partner.test>');
+      for (let i = 0; i < 20; i++) assert.equal((await c.cmd(`RCPT TO:<user${i}+x@example.com>`)).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<anyone@catchall.example>')).code, 250);
+      assert.match((await c.cmd('RCPT TO:<user99@example.com>')).raw, /^550 5\.1\.1 /);
+      await c.cmd('QUIT');
     } finally {
       c.close();
     }
