@@ -6,6 +6,7 @@
 // timeout. rspamd saw the client's real IP, HELO and envelope.
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
+import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
   freePort,
@@ -235,5 +236,60 @@ describe('content scanning through a node in front of Postfix', { timeout: 180_0
     const s = await send(both.port, 'two-spam@example.org', 'hello', RSPAMD_GTUBE.reject);
     assert.equal(s.code, 554, s.raw);
     await nothingFrom(pf, 'two@example.org');
+  });
+
+  test('a refusal before the backend even said 354 is a reply, not a crash; no final dot reaches it', async () => {
+    // A backend slow to answer DATA: the whole (small) message and the verdict are in before its 354.
+    let dots = 0;
+    let datas = 0;
+    const slow = net.createServer((sock) => {
+      let inData = false;
+      let buf = '';
+      sock.on('error', () => {});
+      sock.write('220 slow.test ESMTP\r\n');
+      sock.on('data', (d) => {
+        buf += d.toString('latin1');
+        if (inData) {
+          if (buf.includes('\r\n.\r\n')) {
+            dots++;
+            sock.write('250 2.0.0 Ok\r\n');
+          }
+          return;
+        }
+        for (let i = buf.indexOf('\r\n'); i >= 0 && !inData; i = buf.indexOf('\r\n')) {
+          const line = buf.slice(0, i).toUpperCase();
+          buf = buf.slice(i + 2);
+          if (line.startsWith('EHLO')) sock.write('250-slow.test\r\n250 PIPELINING\r\n');
+          else if (line === 'DATA') {
+            datas++;
+            inData = true;
+            setTimeout(() => sock.write('354 go ahead\r\n'), 700);
+          } else if (line === 'QUIT') sock.end('221 bye\r\n');
+          else sock.write('250 2.0.0 Ok\r\n');
+        }
+      });
+    });
+    const port = await freePort();
+    await new Promise<void>((r) => slow.listen(port, '127.0.0.1', r));
+    try {
+      const dead = `http://127.0.0.1:${await freePort()}`;
+      const n = await startNode(
+        simpleConfig([`127.0.0.1:${port}`], {
+          extraListener: '    scan: hard\n',
+          extraTop: `scanners:\n  hard: { rspamd: { url: "${dead}" }, onError: reject }\n`,
+        }),
+      );
+      nodes.push(n);
+      const r = await send(n.port, 'early@example.org', 'hi', 'x');
+      assert.equal(r.code, 554, r.raw);
+      // The node lives on and takes the next message.
+      const again = await send(n.port, 'early2@example.org', 'hi', 'x');
+      assert.equal(again.code, 554, again.raw);
+      await new Promise((res) => setTimeout(res, 1000));
+      assert.equal(datas, 2);
+      assert.equal(dots, 0);
+    } finally {
+      slow.close();
+    }
   });
 });
