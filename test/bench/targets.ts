@@ -146,6 +146,8 @@ export interface NodeSpec {
   adminPort?: number;
   /** Node.js options before the CLI script (--cpu-prof, --import). */
   nodeArgs?: string[];
+  /** rspamd URL: every message is scanned by it before our final dot (scanner `spam`). */
+  rspamd?: string;
 }
 
 export function nodeConfig(spec: NodeSpec, port: number): string {
@@ -159,14 +161,14 @@ listeners:
     hostname: mx.bench.test
     pool: default
     maxSessions: ${spec.maxSessions ?? 10000}
-pools:
+${spec.rspamd ? '    scan: spam\n' : ''}pools:
   default:
     static:
       - { address: ${HOST}:${spec.sinkPort} }
     tls: none
 balancing:
   defaultMaxConnections: 1000
-${ledger}admin: { listen: ${HOST}:${spec.adminPort ?? 0} }
+${ledger}${spec.rspamd ? `scanners:\n  spam: { rspamd: { url: "${spec.rspamd}" }, onError: defer }\n` : ''}admin: { listen: ${HOST}:${spec.adminPort ?? 0} }
 log: { level: warn }
 `;
 }
