@@ -288,3 +288,36 @@ describe('the rspamd driver against servers that are not rspamd', T, () => {
     await gone.close();
   });
 });
+
+describe('backpressure', T, () => {
+  test('a scanner that stops reading stops taking content: push waits, nothing piles up in the node', async (t) => {
+    // Accepts the request and never reads its body.
+    const held: net.Socket[] = [];
+    const server = net.createServer((sock) => {
+      sock.pause();
+      held.push(sock);
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    const scanner = new RspamdScanner({ name: 'x', url: `http://127.0.0.1:${port}`, timeout: 30_000 });
+    const job = scanner.open('x').begin(envelope('bp'));
+    const mib = Buffer.alloc(1024 * 1024, 0x61);
+    let taken = 0;
+    const deadline = performance.now() + 3000;
+    while (taken < 64 && performance.now() < deadline) {
+      const pushed = await Promise.race([
+        job.push(mib).then(() => true),
+        new Promise<false>((r) => setTimeout(() => r(false), 500)),
+      ]);
+      if (!pushed) break;
+      taken++;
+    }
+    t.diagnostic(`taken before the scanner stopped it: ${taken} MiB`);
+    // What the kernel's socket buffers and the streams' high-water marks hold, not the 64 MiB offered.
+    assert.ok(taken < 24, `the scanner took ${taken} MiB without reading`);
+    job.abort();
+    await scanner.close().catch(() => {});
+    for (const s of held) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+});
