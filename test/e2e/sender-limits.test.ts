@@ -244,3 +244,42 @@ describe('failed AUTH with auth.failures.action: tarpit', { timeout: 60_000 }, (
     d.write('QUIT\r\n');
   });
 });
+
+describe('an outbound listener: AUTH optional, the sender rules for those who use it', {
+  timeout: 60_000,
+}, () => {
+  let backend: CaptureBackend;
+  let lb: TestNode;
+  before(async () => {
+    backend = await startCaptureBackend();
+    lb = await startNode(
+      config('outbound', backend.address, users(), '').replace(
+        'role: submission',
+        'role: outbound\n    clients: [127.0.0.0/8]',
+      ),
+    );
+  });
+  after(async () => {
+    await lb?.stop();
+    await backend?.close();
+  });
+
+  test('MAIL without AUTH is relayed; an authenticated user may not use a foreign sender', async () => {
+    const d = await SmtpDialog.open(lb.port);
+    await d.read();
+    d.write('EHLO host.internal\r\n');
+    assert.match((await d.read()).raw, /250-AUTH PLAIN LOGIN/);
+    for (const [line, want] of [
+      ['MAIL FROM:<anyone@host.internal>', '250 2.1.0 Accepted'],
+      ['RCPT TO:<rcpt@example.net>', '250 '],
+      ['RSET', '250 2.0.0 Flushed'],
+      [`AUTH PLAIN ${b64('\0alice@example.com\0alice-pw')}`, '235 2.7.0 Authentication successful'],
+      ['MAIL FROM:<anyone@host.internal>', '553 5.7.1 <anyone@host.internal>: Sender address not owned'],
+      ['MAIL FROM:<alice@example.com>', '250 2.1.0 Accepted'],
+    ] as const) {
+      d.write(`${line}\r\n`);
+      assert.ok((await d.read()).raw.startsWith(want), line);
+    }
+    d.write('QUIT\r\n');
+  });
+});
