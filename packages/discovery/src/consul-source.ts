@@ -1,9 +1,11 @@
-// A pool fed by Consul: one health blocking query loop per pool (/v1/health/service/<name>?passing),
-// keeping the last known set while Consul is unreachable, with jittered back-off on errors and every
-// request abortable, so close() returns at once and leaves no timer behind.
+// A pool fed by Consul: one watch (the `consul` client's blocking-query loop over
+// /v1/health/service/<name>?passing) per pool, keeping the last known set while Consul is unreachable,
+// with jittered back-off on errors and every request abortable, so close() returns at once and leaves
+// no timer behind. What the client lacks is wrapped here; the package README lists it.
 import { readFileSync } from 'node:fs';
+import { Agent as HttpsAgent } from 'node:https';
+import Consul from 'consul';
 import { type ConsulHealthEntry, type MetaProblem, sameBackends, toBackends } from './consul-entry.js';
-import { type ConsulHttpOptions, consulGet } from './consul-http.js';
 import { DiscoveryError } from './errors.js';
 import type { BackendSource, DiscoveredBackend, DiscoveryLogger } from './types.js';
 
@@ -40,11 +42,11 @@ export class ConsulSource implements BackendSource {
   #backends: readonly DiscoveredBackend[] = Object.freeze([]);
   readonly #listeners = new Set<(backends: readonly DiscoveredBackend[]) => void>();
   readonly #opts: ConsulSourceOptions;
-  readonly #http: ConsulHttpOptions;
+  readonly #client: Consul;
   readonly #waitMs: number;
   readonly #retry: { minDelayMs: number; maxDelayMs: number };
   readonly #reported = new Set<string>();
-  #inflight: AbortController | undefined;
+  #watch: ReturnType<Consul['watch']> | undefined;
   #sleeping: { timer: NodeJS.Timeout; wake: () => void } | undefined;
   readonly #loop: Promise<void>;
 
@@ -53,17 +55,26 @@ export class ConsulSource implements BackendSource {
     this.#opts = opts;
     this.#waitMs = opts.waitMs ?? 30_000;
     this.#retry = opts.retry ?? { minDelayMs: 250, maxDelayMs: 10_000 };
-    this.#http = { address: opts.consul.address };
-    if (opts.consul.token) this.#http.token = opts.consul.token;
+    let ca: string | undefined;
     if (opts.consul.ca) {
       try {
-        this.#http.ca = readFileSync(opts.consul.ca, 'utf8');
+        ca = readFileSync(opts.consul.ca, 'utf8');
       } catch (cause) {
         throw new DiscoveryError('DISCOVERY_CA_UNREADABLE', `cannot read consul CA file ${opts.consul.ca}`, {
           cause,
         });
       }
     }
+    const url = new URL(opts.consul.address);
+    const secure = url.protocol === 'https:';
+    this.#client = new Consul({
+      host: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: Number(url.port || (secure ? 443 : 80)),
+      secure,
+      // The client takes a private CA only through an agent of our own.
+      ...(secure && ca ? { agent: new HttpsAgent({ keepAlive: true, ca }) } : {}),
+      ...(opts.consul.token ? { defaults: { token: opts.consul.token } } : {}),
+    });
     this.#loop = this.#run();
   }
 
@@ -88,61 +99,92 @@ export class ConsulSource implements BackendSource {
 
   async close(): Promise<void> {
     this.#closed = true;
-    this.#inflight?.abort();
+    this.#watch?.end();
     if (this.#sleeping) {
       clearTimeout(this.#sleeping.timer);
       this.#sleeping.wake();
     }
     await this.#loop;
+    this.#client.destroy();
   }
 
-  #path(index: number): string {
-    const q = new URLSearchParams({ passing: 'true' });
-    if (this.#opts.tag) q.set('tag', this.#opts.tag);
-    if (this.#opts.datacenter) q.set('dc', this.#opts.datacenter);
-    if (index > 0) {
-      q.set('index', String(index));
-      q.set('wait', `${Math.ceil(this.#waitMs / 1000)}s`);
-    }
-    return `v1/health/service/${encodeURIComponent(this.#opts.service)}?${q}`;
-  }
-
+  /**
+   * One watch per period of contact: the first error ends it (maxAttempts 0), and after our back-off a
+   * new one starts from index 0, since an index may belong to a Consul that is gone (restart, other
+   * server), and its first answer always counts as a change, which is what ends the stale state.
+   */
   async #run(): Promise<void> {
-    let index = 0;
     let failures = 0;
     while (!this.#closed) {
-      const started = Date.now();
-      const ac = new AbortController();
-      this.#inflight = ac;
-      try {
-        const timeout =
-          index > 0 ? this.#waitMs + this.#waitMs / 16 + TIMEOUT_SLACK_MS : TIMEOUT_SLACK_MS * 2;
-        const answer = await consulGet(this.#http, this.#path(index), ac.signal, timeout);
-        if (this.#closed) break;
-        if (!Array.isArray(answer.body)) {
-          throw new DiscoveryError('DISCOVERY_CONSUL_BAD_ANSWER', 'health answer is not a list');
-        }
-        index = nextIndex(index, answer.index);
+      const err = await this.#watchOnce(() => {
         failures = 0;
-        this.#apply(answer.body as ConsulHealthEntry[]);
-      } catch (err) {
-        if (this.#closed) break;
-        failures += 1;
-        // After a failure the index may belong to a Consul that is gone (restart, other server): start over.
-        index = 0;
-        this.#failed(
-          err instanceof DiscoveryError
-            ? err
-            : new DiscoveryError('DISCOVERY_CONSUL_BAD_ANSWER', String(err), { cause: err }),
-          failures,
-        );
-        await this.#sleep(this.#backoff(failures));
-        continue;
-      } finally {
-        this.#inflight = undefined;
-      }
-      await this.#sleep(MIN_QUERY_INTERVAL_MS - (Date.now() - started));
+      });
+      if (this.#closed) break;
+      failures += 1;
+      this.#failed(err, failures);
+      await this.#sleep(this.#backoff(failures));
     }
+  }
+
+  /** Runs one watch until it fails (resolves with the error) or the source closes. */
+  #watchOnce(answered: () => void): Promise<DiscoveryError> {
+    return new Promise((resolve) => {
+      const options: Record<string, unknown> = {
+        service: this.#opts.service,
+        passing: true,
+        wait: `${Math.ceil(this.#waitMs / 1000)}s`,
+        // Consul adds up to wait/16 to a blocking query; past that plus the slack the peer is gone.
+        timeout: this.#waitMs + this.#waitMs / 16 + TIMEOUT_SLACK_MS,
+      };
+      if (this.#opts.tag) options.tag = this.#opts.tag;
+      if (this.#opts.datacenter) options.dc = this.#opts.datacenter;
+      const watch = this.#client.watch({
+        method: this.#query(),
+        options: options as Record<string, string>,
+        maxAttempts: 0,
+      });
+      this.#watch = watch;
+      let failure: DiscoveryError | undefined;
+      watch.on('change', (data: unknown) => {
+        if (!Array.isArray(data)) {
+          failure = new DiscoveryError('DISCOVERY_CONSUL_BAD_ANSWER', 'health answer is not a list');
+          watch.end();
+          return;
+        }
+        answered();
+        this.#apply(data as ConsulHealthEntry[]);
+      });
+      watch.on('error', (err: unknown) => {
+        failure ??= consulError(err, this.#opts.consul.address);
+      });
+      watch.on('end', () => {
+        this.#watch = undefined;
+        resolve(failure ?? new DiscoveryError('DISCOVERY_CONSUL_UNREACHABLE', 'consul watch ended'));
+      });
+    });
+  }
+
+  /**
+   * health.service as the watch calls it, with what the watch lacks: at most one query per
+   * MIN_QUERY_INTERVAL_MS (Consul may answer at once, again and again), and a missing or zero
+   * X-Consul-Index read as 1, as Consul's guidance says, where the watch would give up. An index that
+   * went backwards the watch handles itself: it starts over from 0.
+   */
+  #query(): (this: unknown, opts: Record<string, unknown>) => Promise<unknown> {
+    const health = this.#client.health;
+    let last = 0;
+    const sleep = (ms: number) => this.#sleep(ms);
+    return async function (this: unknown, opts: Record<string, unknown>) {
+      await sleep(MIN_QUERY_INTERVAL_MS - (Date.now() - last));
+      last = Date.now();
+      const answer = (await health.service.call(this, opts as never)) as unknown as [
+        { headers: Record<string, string | undefined> },
+        unknown,
+      ];
+      const res = answer[0];
+      res.headers['x-consul-index'] = String(nextIndex(0, Number(res.headers['x-consul-index'])));
+      return answer;
+    };
   }
 
   #apply(entries: readonly ConsulHealthEntry[]): void {
@@ -222,4 +264,30 @@ export function nextIndex(previous: number, answered: number): number {
   if (!Number.isFinite(answered) || answered <= 0) return 1;
   if (answered < previous) return 0;
   return answered;
+}
+
+/** The client's (papi's) errors as ours: timeouts, HTTP answers, bad JSON, and the rest unreachable. */
+function consulError(err: unknown, address: string): DiscoveryError {
+  const e = err as {
+    message?: string;
+    isTimeout?: boolean;
+    isResponse?: boolean;
+    isCodec?: boolean;
+    statusCode?: number;
+  };
+  const message = e?.message ?? String(err);
+  if (e?.isTimeout)
+    return new DiscoveryError('DISCOVERY_CONSUL_TIMEOUT', `no answer from ${address}: ${message}`, {
+      cause: err,
+    });
+  if (e?.isResponse)
+    return new DiscoveryError('DISCOVERY_CONSUL_HTTP', `consul answered ${e.statusCode}: ${message}`, {
+      cause: err,
+      status: e.statusCode,
+    });
+  if (e?.isCodec)
+    return new DiscoveryError('DISCOVERY_CONSUL_BAD_ANSWER', `consul answered with bad JSON: ${message}`, {
+      cause: err,
+    });
+  return new DiscoveryError('DISCOVERY_CONSUL_UNREACHABLE', `${address}: ${message}`, { cause: err });
 }

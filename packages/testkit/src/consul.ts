@@ -22,10 +22,19 @@ export interface ConsulServiceInstance {
   ttl?: string;
 }
 
+export interface ConsulAgentOptions {
+  /** Also serve the HTTP API over TLS with this key and certificate (PEM), at `httpsAddress`. */
+  tls?: { key: string; cert: string };
+  /** Turn ACLs on, deny by default, with this token as the management token (the helpers use it). */
+  managementToken?: string;
+}
+
 export interface ConsulAgent {
   /** `http://127.0.0.1:PORT` */
   readonly address: string;
   readonly httpPort: number;
+  /** `https://127.0.0.1:PORT` when started with `tls`. */
+  readonly httpsAddress?: string;
   /** Stops the agent and removes its data dir. */
   stop(): Promise<void>;
   /** Stops the agent and starts it again on the same ports and data dir; resolves once it has a leader. */
@@ -92,7 +101,7 @@ async function freePort(taken: Set<number>): Promise<number> {
   throw Object.assign(new Error('no free TCP+UDP port pair found'), { code: 'TESTKIT_NO_PORT' });
 }
 
-export async function startConsul(): Promise<ConsulAgent> {
+export async function startConsul(opts: ConsulAgentOptions = {}): Promise<ConsulAgent> {
   const bin = consulBinary();
   const taken = new Set<number>();
   const ports = {
@@ -106,10 +115,24 @@ export async function startConsul(): Promise<ConsulAgent> {
     dns: -1,
     grpc: -1,
     grpc_tls: -1,
-    https: -1,
+    https: opts.tls ? await freePort(taken) : -1,
   };
   const dataDir = mkdtempSync(join(tmpdir(), 'smtp-lb-consul-'));
   const configFile = join(dataDir, 'agent.json');
+  const extra: Record<string, unknown> = {};
+  if (opts.tls) {
+    writeFileSync(join(dataDir, 'tls.key'), opts.tls.key);
+    writeFileSync(join(dataDir, 'tls.crt'), opts.tls.cert);
+    extra.tls = { defaults: { key_file: join(dataDir, 'tls.key'), cert_file: join(dataDir, 'tls.crt') } };
+  }
+  if (opts.managementToken) {
+    extra.acl = {
+      enabled: true,
+      default_policy: 'deny',
+      enable_token_persistence: false,
+      tokens: { initial_management: opts.managementToken, agent: opts.managementToken },
+    };
+  }
   writeFileSync(
     configFile,
     JSON.stringify({
@@ -124,9 +147,13 @@ export async function startConsul(): Promise<ConsulAgent> {
       // Sync check output changes to the catalog at once (default 5m), as status changes already are.
       check_update_interval: '0s',
       ui_config: { enabled: false },
+      ...extra,
     }),
   );
   const address = `http://127.0.0.1:${ports.http}`;
+  const headers: Record<string, string> = opts.managementToken
+    ? { 'x-consul-token': opts.managementToken }
+    : {};
   let child: ChildProcess | undefined;
   let log = '';
 
@@ -134,6 +161,7 @@ export async function startConsul(): Promise<ConsulAgent> {
     const res = await fetch(`${address}${path}`, {
       method,
       body: body === undefined ? undefined : JSON.stringify(body),
+      headers,
       signal: AbortSignal.timeout(10_000),
     });
     if (!res.ok) {
@@ -157,6 +185,7 @@ export async function startConsul(): Promise<ConsulAgent> {
         // The node must also be in the catalog, or the first registration races its own node sync.
         if (leader !== '') {
           const node = await fetch(`${address}/v1/catalog/node/smtp-lb-test-${ports.http}`, {
+            headers,
             signal: AbortSignal.timeout(1_000),
           });
           if (node.ok && (await node.json()) !== null) return;
@@ -202,6 +231,7 @@ export async function startConsul(): Promise<ConsulAgent> {
   return {
     address,
     httpPort: ports.http,
+    ...(opts.tls ? { httpsAddress: `https://127.0.0.1:${ports.https}` } : {}),
     kill,
     start,
     async stop() {
