@@ -356,6 +356,21 @@ describe('commands', () => {
     assert.equal(c.replies().length, 3, 'nothing after the 421');
   });
 
+  for (const request of [
+    'GET / HTTP/1.1',
+    'CONNECT mx.example.test:25 HTTP/1.1',
+    'GET http://a.test/ HTTP/1.0',
+  ]) {
+    test(`an HTTP request line (${request}) gets 421 4.7.0 and the session ends`, async () => {
+      fresh();
+      const c = await client();
+      const closed = new Promise((r) => c.s.on('close', r));
+      c.s.write(`${request}\r\nHost: a.test\r\n\r\n`);
+      await closed;
+      assert.deepEqual(c.replies().slice(1), ['421 4.7.0 HTTP requests not allowed']);
+    });
+  }
+
   test('an idle client gets 421 and is disconnected', async () => {
     const seen = fresh({}, 150);
     const c = await client();

@@ -73,7 +73,10 @@ export interface FrontOptions {
 }
 
 const MAX_UNKNOWN = 10;
-const HTTP = /^(OPTIONS|GET|HEAD|POST|PUT|DELETE|TRACE|CONNECT) \/.* HTTP\/\d\.\d$/i;
+// An HTTP request line: a path (`GET / HTTP/1.1`), or CONNECT's authority (`CONNECT host:port HTTP/1.1`,
+// an open-proxy probe) or an absolute URL (`GET http://host/ HTTP/1.0`).
+const HTTP =
+  /^(?:(?:OPTIONS|GET|HEAD|POST|PUT|PATCH|DELETE|TRACE) (?:\/|[a-z][a-z0-9+.-]*:\/\/)\S*|CONNECT \S+) HTTP\/\d\.\d$/i;
 // C0 controls except TAB, and DEL, have no place in a command line.
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 const HELO_NAME = /^[\x21-\x7e]{1,255}$/;
