@@ -7,10 +7,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCaptureBackend } from '@smtp-lb/testkit';
 import fc from 'fast-check';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
-import { startLaxBackend } from '../helpers/lax-backend.js';
+import { observedBackend } from '../helpers/lax-backend.js';
 import { simpleConfig, startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
@@ -63,22 +62,7 @@ describe('DATA framing, by property, through the node', { timeout: LONG ? 3_600_
   for (const kind of ['strict', 'lax'] as const) {
     for (const nul of ['reject', 'strip'] as const) {
       test(`${kind} backend, nulBytes: ${nul}`, async () => {
-        let mails: () => string[];
-        let messages: () => string[];
-        let address: string;
-        if (kind === 'lax') {
-          const lax = await startLaxBackend();
-          cleanup.push(() => lax.close());
-          address = lax.address;
-          mails = () => lax.mails;
-          messages = () => lax.messages.map((m) => m.data.toString('latin1'));
-        } else {
-          const strict = await startCaptureBackend();
-          cleanup.push(() => strict.close());
-          address = strict.address;
-          mails = () => strict.sessions.flatMap((s) => s.lines.filter((l) => /^MAIL FROM/i.test(l)));
-          messages = () => strict.messages.map((m) => m.data.toString('latin1'));
-        }
+        const { address, mails, messages } = await observedBackend(kind, cleanup);
         const lb = await startNode(simpleConfig([address], { extraListener: `    nulBytes: ${nul}` }));
         cleanup.push(() => lb.stop());
         let accepted = 0;

@@ -4,6 +4,8 @@
 // let through with such a sequence inside shows up here as a second transaction. It records every
 // MAIL command and every message it took; it is not an oracle of what a message should contain.
 import net from 'node:net';
+import { startCaptureBackend } from '@smtp-lb/testkit';
+import type { Cleanup } from './cleanup.js';
 
 export interface LaxMessage {
   mailFrom: string;
@@ -102,5 +104,32 @@ export async function startLaxBackend(): Promise<LaxBackend> {
         for (const s of sockets) s.destroy();
         server.close(() => resolve());
       }),
+  };
+}
+
+/** A lax or a strict (the testkit's recording) backend, seen the same way: MAIL lines, message contents. */
+export interface ObservedBackend {
+  address: string;
+  mails(): string[];
+  /** Each message's content (dot-stuffing removed), latin1. */
+  messages(): string[];
+}
+
+export async function observedBackend(kind: 'lax' | 'strict', cleanup: Cleanup): Promise<ObservedBackend> {
+  if (kind === 'lax') {
+    const lax = await startLaxBackend();
+    cleanup.push(() => lax.close());
+    return {
+      address: lax.address,
+      mails: () => lax.mails,
+      messages: () => lax.messages.map((m) => m.data.toString('latin1')),
+    };
+  }
+  const strict = await startCaptureBackend();
+  cleanup.push(() => strict.close());
+  return {
+    address: strict.address,
+    mails: () => strict.sessions.flatMap((s) => s.lines.filter((l) => /^MAIL FROM/i.test(l))),
+    messages: () => strict.messages.map((m) => m.data.toString('latin1')),
   };
 }

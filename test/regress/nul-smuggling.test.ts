@@ -8,9 +8,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startCaptureBackend } from '@smtp-lb/testkit';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
-import { startLaxBackend } from '../helpers/lax-backend.js';
+import { observedBackend } from '../helpers/lax-backend.js';
 import { simpleConfig, startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
@@ -114,29 +113,14 @@ async function sendAll(port: number): Promise<Outcome[]> {
   return out;
 }
 
-const caseOf = (data: Buffer) => Number(/^X-Case: (\d+)\r\n/.exec(data.toString('latin1'))?.[1]);
+const caseOf = (data: string) => Number(/^X-Case: (\d+)\r\n/.exec(data)?.[1]);
 
 describe('NUL smuggling through the node', { timeout: 180_000 }, () => {
   const cleanup = cleanupAfterAll();
   for (const kind of ['lax', 'strict'] as const) {
     for (const nul of ['reject', 'strip'] as const) {
       test(`${kind} backend, nulBytes: ${nul}`, async () => {
-        let mails: () => string[];
-        let messages: () => Buffer[];
-        let address: string;
-        if (kind === 'lax') {
-          const lax = await startLaxBackend();
-          cleanup.push(() => lax.close());
-          address = lax.address;
-          mails = () => lax.mails;
-          messages = () => lax.messages.map((m) => m.data);
-        } else {
-          const strict = await startCaptureBackend();
-          cleanup.push(() => strict.close());
-          address = strict.address;
-          mails = () => strict.sessions.flatMap((s) => s.lines.filter((l) => /^MAIL FROM/i.test(l)));
-          messages = () => strict.messages.map((m) => m.data);
-        }
+        const { address, mails, messages } = await observedBackend(kind, cleanup);
         const lb = await startNode(simpleConfig([address], { extraListener: `    nulBytes: ${nul}` }));
         cleanup.push(() => lb.stop());
 
@@ -149,7 +133,7 @@ describe('NUL smuggling through the node', { timeout: 180_000 }, () => {
           ['MAIL FROM:<a@example.org>'],
           'no backend saw any sender but the client’s own',
         );
-        const byCase = new Map<number, Buffer[]>();
+        const byCase = new Map<number, string[]>();
         for (const data of messages()) byCase.set(caseOf(data), [...(byCase.get(caseOf(data)) ?? []), data]);
         const wrong: string[] = [];
         for (const o of outcomes) {
@@ -171,8 +155,7 @@ describe('NUL smuggling through the node', { timeout: 180_000 }, () => {
           if (got.length !== sessions)
             wrong.push(`${c.name}: ${got.length} messages for ${sessions} sessions`);
           for (const data of got) {
-            if (data.toString('latin1') !== expected(c.content))
-              wrong.push(`${c.name}: backend got ${JSON.stringify(data.toString('latin1'))}`);
+            if (data !== expected(c.content)) wrong.push(`${c.name}: backend got ${JSON.stringify(data)}`);
           }
         });
         assert.deepEqual(wrong, [], `${wrong.length} wrong outcomes (of ${outcomes.length} sessions)`);
