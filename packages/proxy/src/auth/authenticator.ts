@@ -3,11 +3,10 @@
 // rules about the user are the session checks' (shaping/session-checks.ts, auth/sender-policy.ts).
 import type { ListenerAuthConfig } from '@smtp-lb/config';
 import type { Logger } from '../logger.js';
-import type { BackendAuthResult, BindForAuth } from './backend-verifier.js';
-import { BackendVerifier } from './backend-verifier.js';
+import { BackendVerifier, type BindForAuth } from './backend-verifier.js';
 import { FileVerifier } from './file-verifier.js';
 import { HttpVerifier } from './http-verifier.js';
-import { type AuthRequest, SuccessCache, type Verifier, verifyWithin } from './verifier.js';
+import { type AuthRequest, type AuthResult, SuccessCache, type Verifier, verifyWithin } from './verifier.js';
 
 export function createVerifier(config: ListenerAuthConfig, log: Logger): Verifier {
   switch (config.verify) {
@@ -36,15 +35,11 @@ export class Authenticator {
   }
 
   /** Never rejects; a verifier that throws, hangs or talks nonsense is an error result. */
-  async check(req: AuthRequest, bind?: BindForAuth): Promise<BackendAuthResult> {
+  async check(req: AuthRequest, bind?: BindForAuth): Promise<AuthResult> {
     const cached = this.#cache.get(req.user, req.password);
     if (cached) return cached;
     const timeout = this.config.verify === 'http' ? (this.config.http?.timeout ?? 2000) : this.config.timeout;
-    const result: BackendAuthResult = await verifyWithin(
-      this.#verifier,
-      { ...req, bind } as AuthRequest,
-      timeout,
-    );
+    const result = await verifyWithin(this.#verifier, { ...req, bind }, timeout);
     this.#cache.set(req.user, req.password, result);
     return result;
   }

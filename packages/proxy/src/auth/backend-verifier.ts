@@ -3,21 +3,16 @@
 // RCPT (slot, XCLIENT, STARTTLS) and sends AUTH PLAIN on that connection: 235 is a success and the
 // connection stays bound for the session's transactions (the backend knows who authenticated), 5xx
 // is bad credentials, anything else a temporary failure.
-
 import type { Reply } from '@smtp-lb/upstream';
-import type { BoundBackend } from '../binder.js';
 import type { AuthRequest, AuthResult, Verifier } from './verifier.js';
 
 /** Binds a backend for the session that asks (the session's own binder call). */
-export type BindForAuth = (signal: AbortSignal) => Promise<BoundBackend | Reply>;
-
-/** A success of `verify: backend` carries the connection it was made on. */
-export type BackendAuthResult = AuthResult & { bound?: BoundBackend };
+export type BindForAuth = NonNullable<AuthRequest['bind']>;
 
 export class BackendVerifier implements Verifier {
   readonly name = 'backend';
 
-  async verify(req: AuthRequest & { bind?: BindForAuth }, signal: AbortSignal): Promise<BackendAuthResult> {
+  async verify(req: AuthRequest, signal: AbortSignal): Promise<AuthResult> {
     if (!req.bind) return { kind: 'error', reason: 'no backend to ask' };
     const bound = await req.bind(signal);
     if ('code' in bound) return { kind: 'error', reason: `no backend for the check: ${bound.code}` };

@@ -2,6 +2,8 @@
 // front uses around one: a deadline (a verifier that is slow or hangs is a temporary failure, 454
 // 4.7.0, never a success) and a short cache of successes keyed by a hash of the credentials.
 import { createHash, randomBytes } from 'node:crypto';
+import type { Reply } from '@smtp-lb/upstream';
+import type { BoundBackend } from '../binder.js';
 
 /** One AUTH attempt, as a verifier sees it. The password never goes into a log line. */
 export interface AuthRequest {
@@ -18,11 +20,16 @@ export interface AuthRequest {
   attempt: number;
   /** The session id, for the verifier's own log lines. */
   sid: string;
+  /** `verify: backend`: binds a backend of the listener's pool for the session (its binder call). */
+  bind?: (signal: AbortSignal) => Promise<BoundBackend | Reply>;
 }
 
 export type AuthResult =
-  /** `user` is the canonical name to use from now on; `addresses` may be sent from (ownAddresses). */
-  | { kind: 'ok'; user: string; addresses?: string[] }
+  /**
+   * `user` is the canonical name to use from now on; `addresses` may be sent from (ownAddresses);
+   * `bound`: the backend connection a `verify: backend` success was made on, kept by the session.
+   */
+  | { kind: 'ok'; user: string; addresses?: string[]; bound?: BoundBackend }
   /** Bad credentials (535 5.7.8); `waitMs` the service asked the client to wait. */
   | { kind: 'fail'; waitMs?: number }
   /** The verifier could not decide (down, slow, garbage): 454 4.7.0. `reason` is for the log. */

@@ -18,8 +18,9 @@ import type { RecipientMap } from '@smtp-lb/discovery';
 import type { ClientSlot } from '@smtp-lb/ledger';
 import type { Reply } from '@smtp-lb/upstream';
 import type { Authenticator } from '../auth/authenticator.js';
-import type { BackendAuthResult, BindForAuth } from '../auth/backend-verifier.js';
+import type { BindForAuth } from '../auth/backend-verifier.js';
 import type { SenderPolicy } from '../auth/sender-policy.js';
+import type { AuthResult } from '../auth/verifier.js';
 import type { SaslCredentials } from '../front/sasl.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -42,7 +43,7 @@ export interface SessionChecksDeps {
 /** What atAuth decided: the reply, and on success who the user is (and the backend that said so). */
 export interface AuthOutcome {
   reply: Reply;
-  result?: BackendAuthResult;
+  result?: AuthResult;
 }
 
 export class SessionChecks {
