@@ -79,6 +79,9 @@ describe('LDAP recipient map on a real slapd', T, () => {
     assert.equal((await map.lookup('*)(mail=*@example.com')).status, 'unknown');
     const byUid = await ldapMap({ url: plain.url, filter: '(&(objectClass=inetOrgPerson)(uid=%u))' });
     assert.equal(((await byUid.lookup('bob@anything.example')) as { value: string }).value, 'eng');
+    // A filter matching every person still answers with one entry.
+    const wide = await ldapMap({ url: plain.url, filter: '(|(mail=%s)(objectClass=inetOrgPerson))' });
+    assert.equal((await wide.lookup('nobody@nowhere.example')).status, 'found');
     const exists = await ldapMap({ url: plain.url, attribute: undefined });
     assert.deepEqual(await exists.lookup('bob@example.com'), {
       status: 'found',

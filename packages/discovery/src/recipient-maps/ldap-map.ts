@@ -59,6 +59,9 @@ export class LdapMap implements MapDriver {
           scope,
           filter: expanded,
           attributes: attribute ? [attribute] : ['1.1'],
+          // The first entry is the answer: a filter that matches more (a duplicate address, a
+          // too-wide template) costs the directory and this node one entry, not all of them.
+          sizeLimit: 1,
           timeLimit: Math.max(1, Math.ceil(this.#opts.timeoutMs / 1000)),
         });
         signal.throwIfAborted();
