@@ -2,9 +2,10 @@
 // scanner (smtp-source -> node -> smtp-sink, rspamd on the same machine), and the latency it adds per
 // message at a fixed rate (p50/p99, our open-loop load generator). The two nodes run side by side and
 // are measured in interleaved rounds, so the figures are ratios taken under the same machine load.
+// For reference, rspamd alone: the same message posted to /checkv2 by 10 concurrent clients.
 // Run: node test/dist/bench/scan-cost.js [rounds] [messages-per-round]
 import { makeTempDir, startRspamd, startSmtpSink } from '@smtp-lb/testkit';
-import { measureLatency } from './load-generator.js';
+import { measureLatency, message } from './load-generator.js';
 import { runSmtpSource } from './smtp-source.js';
 import { median } from './stats.js';
 import { startNode, type Target } from './targets.js';
@@ -23,6 +24,21 @@ try {
   running.push(scanned);
   const paths: Target[] = [plain, scanned];
   const rates = new Map<string, number[]>(paths.map((p) => [p.name, []]));
+  const alone: number[] = [];
+  const body = message(4096);
+  const checkAlone = async () => {
+    const started = performance.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 10 }, async () => {
+        while (next++ < messages) {
+          const res = await fetch(`${rspamd.url}/checkv2`, { method: 'POST', body: body.subarray(0, -3) });
+          await res.text();
+        }
+      }),
+    );
+    return messages / ((performance.now() - started) / 1000);
+  };
   const p50 = new Map<string, number[]>(paths.map((p) => [p.name, []]));
   const p99 = new Map<string, number[]>(paths.map((p) => [p.name, []]));
   const load = { sessions: 10, messages, size: 4096, reuse: true };
@@ -34,6 +50,7 @@ try {
       const run = await runSmtpSource(load, p.port, 300_000);
       rates.get(p.name)!.push(run.rate);
     }
+    alone.push(await checkAlone());
     for (const p of order) {
       const lat = await measureLatency({
         port: p.port,
@@ -61,6 +78,7 @@ try {
         `p99 ${median(p99.get(p.name)!).toFixed(2)} ms (${fmt(p99.get(p.name)!)})`,
     );
   }
+  console.log(`rspamd alone, 10 concurrent /checkv2: ${median(alone).toFixed(1)} msg/s (${fmt(alone)})`);
   const ratio = median(rates.get('scanned')!.map((x, i) => x / rates.get('plain')![i]!));
   const added50 = median(p50.get('scanned')!.map((x, i) => x - p50.get('plain')![i]!));
   const added99 = median(p99.get('scanned')!.map((x, i) => x - p99.get('plain')![i]!));
