@@ -46,6 +46,7 @@ export const DEFAULTS = {
     onExceed: 'reject',
     ownAddresses: true,
   },
+  hosts: { rateLimit: 0, window: '1h', onExceed: 'lockout', lockout: '1h' },
   scanner: { timeout: '10s', onError: 'accept', maxSize: '20MB' },
   shaping: {
     limits: {

@@ -415,6 +415,16 @@ export interface ScannerConfig {
   maxSize: number;
 }
 
+/** Per client host of outbound listeners, cluster-wide (issue 14). */
+export interface HostsConfig {
+  limits: { messages: RateLimit; recipients: RateLimit; domains: RateLimit };
+  /** 5xx replies to RCPT and at the end of DATA; over it the host is locked out. */
+  rejections: RateLimit;
+  onExceed: 'reject' | 'lockout';
+  /** How long a lock-out lasts (ms). */
+  lockout: number;
+}
+
 export interface SmtpLbConfig {
   node: { id: string };
   listeners: ListenerConfig[];
@@ -432,6 +442,8 @@ export interface SmtpLbConfig {
   shaping: ShapingConfig;
   /** Per authenticated user, cluster-wide: limits, suspension, own addresses. */
   senders: SendersConfig;
+  /** Per client host of outbound listeners: limits and lock-out. */
+  hosts: HostsConfig;
   /** Recipient maps by name (routes by map, recipient verification); absent: none. */
   recipientMaps?: Record<string, RecipientMapConfig>;
   /** Content scanners by name (listeners refer to them with `scan`). */

@@ -15,6 +15,7 @@ import type {
   DestinationLimits,
   DnsblConfig,
   HostPort,
+  HostsConfig,
   LdapScope,
   LedgerConfig,
   ListenerAuthConfig,
@@ -148,6 +149,7 @@ class Resolver {
       drainTimeout: this.duration(['drainTimeout'], raw.drainTimeout, DEFAULTS.drainTimeout),
       shaping: this.shaping(obj(raw.shaping)),
       senders: this.senders(obj(raw.senders)),
+      hosts: this.hosts(obj(raw.hosts)),
       ...optional('recipientMaps', recipientMaps),
       scanners: this.scanners(obj(raw.scanners)),
     };
@@ -171,6 +173,28 @@ class Resolver {
       },
       onExceed: (str(raw.onExceed) ?? d.onExceed) as SendersConfig['onExceed'],
       ownAddresses: typeof raw.ownAddresses === 'boolean' ? raw.ownAddresses : d.ownAddresses,
+    };
+  }
+
+  private hosts(raw: Obj): HostsConfig {
+    const d = DEFAULTS.hosts;
+    const rate = (at: PathSegment[], value: unknown): RateLimit => {
+      const r = obj(value);
+      return {
+        limit: num(r.limit, d.rateLimit),
+        window: this.duration([...at, 'window'], r.window, d.window, '1s'),
+      };
+    };
+    const limits = obj(raw.limits);
+    return {
+      limits: {
+        messages: rate(['hosts', 'limits', 'messages'], limits.messages),
+        recipients: rate(['hosts', 'limits', 'recipients'], limits.recipients),
+        domains: rate(['hosts', 'limits', 'domains'], limits.domains),
+      },
+      rejections: rate(['hosts', 'rejections'], raw.rejections),
+      onExceed: (str(raw.onExceed) ?? d.onExceed) as HostsConfig['onExceed'],
+      lockout: this.duration(['hosts', 'lockout'], raw.lockout, d.lockout, '1s'),
     };
   }
 

@@ -751,6 +751,44 @@ export const SendersSchema = Closed(
   { description: 'Per authenticated user, cluster-wide: limits, suspension, sender addresses.' },
 );
 
+// Per client host of outbound listeners (issue 14), cluster-wide like `senders`.
+const HO = DEFAULTS.hosts;
+
+function HostRate(what: string) {
+  return Closed(
+    {
+      limit: Count(`${what} per window and client host, cluster-wide; 0 is off.`, HO.rateLimit),
+      window: Duration('Length of the sliding window (at least 1s).', HO.window),
+    },
+    [],
+  );
+}
+
+export const HostsSchema = Closed(
+  {
+    limits: Closed(
+      {
+        messages: HostRate('Messages (MAIL FROM)'),
+        recipients: HostRate('Recipients (RCPT TO)'),
+        domains: HostRate('Distinct recipient domains (estimated by the sliding window)'),
+      },
+      [],
+    ),
+    rejections: HostRate('5xx replies to RCPT and at the end of DATA (from destinations or the node)'),
+    onExceed: OneOf(
+      ['reject', 'lockout'],
+      'Over a limit: 450 4.7.1 for now, or lock the host out cluster-wide for `lockout` (554 5.7.1; liftable by the admin API). Over `rejections` always locks out.',
+      HO.onExceed,
+    ),
+    lockout: Duration('How long a host stays locked out.', HO.lockout),
+  },
+  [],
+  {
+    description:
+      'Per client host of outbound listeners, cluster-wide: limits and lock-out (sessions per host: `shaping.limits.sessionsPerAddress`).',
+  },
+);
+
 export const ConfigFileSchema = Closed(
   {
     node: Closed(
@@ -890,6 +928,7 @@ export const ConfigFileSchema = Closed(
     ),
     shaping: ShapingSchema,
     senders: SendersSchema,
+    hosts: HostsSchema,
     recipientMaps: Type.Record(Type.String({ pattern: NAME_PATTERN }), RecipientMapSchema, {
       ...closed,
       description:

@@ -66,6 +66,16 @@ test('a minimal file gets every default', T, () => {
       onExceed: 'reject',
       ownAddresses: true,
     },
+    hosts: {
+      limits: {
+        messages: { limit: 0, window: 3_600_000 },
+        recipients: { limit: 0, window: 3_600_000 },
+        domains: { limit: 0, window: 3_600_000 },
+      },
+      rejections: { limit: 0, window: 3_600_000 },
+      onExceed: 'lockout',
+      lockout: 3_600_000,
+    },
     scanners: {},
   });
 });

@@ -5,7 +5,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { closeClient, createClient, type LedgerClient, type RedisTarget } from './connect.js';
 import { LedgerError, scriptError } from './errors.js';
-import type { Suspension, Suspensions } from './suspensions.js';
+import { inForce, type Suspension, type Suspensions } from './suspensions.js';
 
 export * from './suspensions.js';
 
@@ -44,6 +44,8 @@ export interface RedisSuspensionsOptions {
   redis: RedisTarget;
   nodeId: string;
   keyPrefix: string;
+  /** What is suspended, part of the key: 'senders' (default, users) or 'hosts' (outbound lock-outs). */
+  kind?: string;
   /** Bound on one round trip; default 1000 ms. */
   commandTimeoutMs?: number;
   connectTimeoutMs?: number;
@@ -58,6 +60,7 @@ function parseRecord(user: string, json: unknown): Suspension {
       since: typeof r.since === 'number' ? r.since : 0,
       reason: typeof r.reason === 'string' ? r.reason : '',
       node: typeof r.node === 'string' ? r.node : '',
+      ...(typeof r.until === 'number' ? { until: r.until } : {}),
     };
   } catch {
     return { user, since: 0, reason: 'unreadable record', node: '' };
@@ -76,7 +79,7 @@ export class RedisSuspensions implements Suspensions {
   private constructor(client: LedgerClient, o: RedisSuspensionsOptions) {
     this.#client = client;
     this.#o = o;
-    this.#key = `${o.keyPrefix}:senders:{suspended}`;
+    this.#key = `${o.keyPrefix}:${o.kind ?? 'senders'}:{suspended}`;
     client.on('error', (err: Error) => this.#failed('connection', err));
   }
 
@@ -84,7 +87,7 @@ export class RedisSuspensions implements Suspensions {
     const connectTimeoutMs = o.connectTimeoutMs ?? 5000;
     const client = createClient(o.redis, {
       subscriber: false,
-      connectionName: `smtp-lb:${o.nodeId}:senders`,
+      connectionName: `smtp-lb:${o.nodeId}:${o.kind ?? 'senders'}`,
       connectTimeoutMs,
     });
     for (const s of loadSendersScripts()) {
@@ -115,7 +118,13 @@ export class RedisSuspensions implements Suspensions {
 
   async suspend(s: Suspension): Promise<boolean> {
     this.#seen.set(s.user, s);
-    const record = JSON.stringify({ since: s.since, reason: s.reason, node: s.node });
+    const record = JSON.stringify({ since: s.since, reason: s.reason, node: s.node, until: s.until });
+    // An expired record still in the hash is replaced (HSETNX would keep it); one in force is kept.
+    const old = await this.#run('suspension', [this.#key, s.user]);
+    if (old[0] === 1) {
+      if (inForce(parseRecord(s.user, old[1]))) return false;
+      await this.#run('lift', [this.#key, s.user]);
+    }
     const [code] = await this.#run('suspend', [this.#key, s.user, record]);
     return code === 1;
   }
@@ -125,13 +134,18 @@ export class RedisSuspensions implements Suspensions {
     try {
       reply = await this.#run('suspension', [this.#key, user]);
     } catch {
-      return this.#seen.get(user);
+      const seen = this.#seen.get(user);
+      return inForce(seen) ? seen : undefined;
     }
     if (reply[0] !== 1) {
       this.#seen.delete(user);
       return undefined;
     }
     const s = parseRecord(user, reply[1]);
+    if (!inForce(s)) {
+      this.#seen.delete(user);
+      return undefined;
+    }
     this.#seen.set(user, s);
     return s;
   }
@@ -140,7 +154,7 @@ export class RedisSuspensions implements Suspensions {
     const reply = await this.#run('suspensions', [this.#key]);
     const out: Suspension[] = [];
     for (let i = 1; i + 1 < reply.length; i += 2) out.push(parseRecord(String(reply[i]), reply[i + 1]));
-    return out.sort((a, b) => a.since - b.since);
+    return out.filter((s) => inForce(s)).sort((a, b) => a.since - b.since);
   }
 
   async lift(user: string): Promise<boolean> {

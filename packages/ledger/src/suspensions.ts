@@ -3,12 +3,22 @@
 // one node; in Redis (one HASH, Lua in ./lua/senders, versioned names) for the cluster. The per-user
 // counters themselves are the client-limit machinery's (client-limits.ts), keyed by user.
 
-/** Who was suspended, when (ms since the epoch), why, and by which node. */
+/**
+ * Who was suspended, when (ms since the epoch), why, and by which node. `user` is whatever the kind
+ * of suspension names: a user, or a client host for the outbound lock-outs (kind 'hosts').
+ */
 export interface Suspension {
   user: string;
   since: number;
   reason: string;
   node: string;
+  /** Ends by itself at this time (ms since the epoch); absent: until lifted. */
+  until?: number;
+}
+
+/** A suspension with an `until` in the past is over. */
+export function inForce(s: Suspension | undefined, now = Date.now()): s is Suspension {
+  return s !== undefined && (s.until === undefined || s.until > now);
 }
 
 export interface Suspensions {
@@ -32,17 +42,18 @@ export class MemorySuspensions implements Suspensions {
   readonly #byUser = new Map<string, Suspension>();
 
   async suspend(s: Suspension): Promise<boolean> {
-    if (this.#byUser.has(s.user)) return false;
+    if (inForce(this.#byUser.get(s.user))) return false;
     this.#byUser.set(s.user, { ...s });
     return true;
   }
 
   async get(user: string): Promise<Suspension | undefined> {
-    return this.#byUser.get(user);
+    const s = this.#byUser.get(user);
+    return inForce(s) ? s : undefined;
   }
 
   async list(): Promise<Suspension[]> {
-    return [...this.#byUser.values()].sort((a, b) => a.since - b.since);
+    return [...this.#byUser.values()].filter((s) => inForce(s)).sort((a, b) => a.since - b.since);
   }
 
   async lift(user: string): Promise<boolean> {

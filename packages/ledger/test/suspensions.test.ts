@@ -34,6 +34,17 @@ describe('MemorySuspensions', () => {
     const m = new MemorySuspensions();
     await roundTrip(m, m);
   });
+
+  it('a suspension with an end is over after it', T, async () => {
+    const m = new MemorySuspensions();
+    await m.suspend({ user: 'h', since: 1, reason: 'r', node: 'a', until: Date.now() - 1 });
+    assert.equal(await m.get('h'), undefined);
+    assert.equal(
+      await m.suspend({ user: 'h', since: 2, reason: 'r', node: 'a', until: Date.now() + 60_000 }),
+      true,
+    );
+    assert.equal((await m.list()).length, 1);
+  });
 });
 
 describe('RedisSuspensions', () => {
@@ -50,6 +61,35 @@ describe('RedisSuspensions', () => {
     const prefix = uniquePrefix('senders');
     await roundTrip(await make(prefix, 'a'), await make(prefix, 'b'));
     assert.equal(sendersCommand('suspend'), 'smtpLbSendersSuspendV1');
+  });
+
+  it('a kind of its own (the outbound lock-outs) and suspensions that end by themselves', T, async () => {
+    const prefix = uniquePrefix('senders');
+    const senders = await make(prefix, 'a');
+    const hosts = await RedisSuspensions.create({
+      redis: s.redis.url,
+      nodeId: 'b',
+      keyPrefix: prefix,
+      kind: 'hosts',
+    });
+    open.push(hosts);
+    const now = Date.now();
+    await hosts.suspend({ user: '10.0.0.7', since: now, reason: 'messages', node: 'b', until: now + 60_000 });
+    assert.equal(await senders.get('10.0.0.7'), undefined, 'another kind, another key');
+    assert.equal((await hosts.get('10.0.0.7'))?.until, now + 60_000);
+    assert.ok(await s.admin.exists(`${prefix}:hosts:{suspended}`));
+    await hosts.suspend({ user: '10.0.0.8', since: now - 2000, reason: 'r', node: 'b', until: now - 1000 });
+    assert.equal(await hosts.get('10.0.0.8'), undefined, 'over by itself');
+    assert.deepEqual(
+      (await hosts.list()).map((x) => x.user),
+      ['10.0.0.7'],
+    );
+    assert.equal(
+      await hosts.suspend({ user: '10.0.0.8', since: now, reason: 'again', node: 'b', until: now + 1000 }),
+      true,
+      'an expired lock-out is replaced by a new one',
+    );
+    assert.equal((await hosts.get('10.0.0.8'))?.reason, 'again');
   });
 
   it('refuses a key holding foreign data instead of overwriting it', T, async () => {

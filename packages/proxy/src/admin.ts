@@ -1,8 +1,9 @@
 // Admin HTTP (DESIGN.md "Admin HTTP"): /metrics for Prometheus, /healthz (the process is alive),
 // /readyz (ready to take sessions), /status (JSON for `smtp-lb status` and humans), and the
 // suspended senders: GET /senders/suspended, DELETE /senders/suspended/<user> (lifts it; refused
-// unless `admin.token` is set). Bound to localhost by default; /status and /senders need the bearer
-// token when one is set.
+// unless `admin.token` is set), and likewise the locked-out hosts of outbound listeners: GET
+// /hosts/locked, DELETE /hosts/locked/<address>. Bound to localhost by default; /status, /senders and
+// /hosts need the bearer token when one is set.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AdminConfig } from '@smtp-lb/config';
 import type { RecipientMapStatus } from '@smtp-lb/discovery';
@@ -38,10 +39,18 @@ export interface AdminDeps {
   status: () => NodeStatus;
   log: Logger;
   /** Suspended senders: the list, and lifting one (SenderPolicy). */
-  senders?: { list(): Promise<Suspension[]>; lift(user: string): Promise<boolean> };
+  senders?: SuspensionStore;
+  /** Locked-out hosts of outbound listeners: the list, and lifting one (HostPolicy). */
+  hosts?: SuspensionStore;
+}
+
+interface SuspensionStore {
+  list(): Promise<Suspension[]>;
+  lift(name: string): Promise<boolean>;
 }
 
 const SUSPENDED = '/senders/suspended';
+const LOCKED = '/hosts/locked';
 
 export class AdminServer {
   readonly #server: Server;
@@ -64,6 +73,10 @@ export class AdminServer {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (path === SUSPENDED || path.startsWith(`${SUSPENDED}/`)) {
       await this.#senders(req, res, path);
+      return;
+    }
+    if (path === LOCKED || path.startsWith(`${LOCKED}/`)) {
+      await this.#hosts(req, res, path);
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -134,6 +147,38 @@ export class AdminServer {
       return void json(503, { error: 'suspensions unavailable (Redis unreachable?)' });
     }
     res.writeHead(405, { allow: path === SUSPENDED ? 'GET, HEAD' : 'DELETE' }).end();
+  }
+
+  /** The same as #senders for the lock-outs: list, and lift one (token required). */
+  async #hosts(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    const hosts = this.#d.hosts;
+    const json = (status: number, body: unknown) =>
+      res.writeHead(status, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
+    if (!this.#authorized(req, res)) return;
+    if (!hosts) return void json(404, { error: 'no host lock-outs on this node' });
+    try {
+      if (path === LOCKED && (req.method === 'GET' || req.method === 'HEAD')) {
+        return void json(200, {
+          locked: (await hosts.list()).map(({ user, ...rest }) => ({ host: user, ...rest })),
+        });
+      }
+      if (path !== LOCKED && req.method === 'DELETE') {
+        if (!this.#config.token) return void json(403, { error: 'set admin.token to lift lock-outs' });
+        let host: string;
+        try {
+          host = decodeURIComponent(path.slice(LOCKED.length + 1));
+        } catch {
+          return void json(400, { error: 'bad host encoding' });
+        }
+        const lifted = await hosts.lift(host);
+        this.#d.log.info({ host, lifted }, 'lock-out lifted by the admin API');
+        return void json(lifted ? 200 : 404, { host, lifted });
+      }
+    } catch (err) {
+      this.#d.log.warn({ err: { message: (err as Error).message } }, 'hosts admin request failed');
+      return void json(503, { error: 'lock-outs unavailable (Redis unreachable?)' });
+    }
+    res.writeHead(405, { allow: path === LOCKED ? 'GET, HEAD' : 'DELETE' }).end();
   }
 
   listen(): Promise<{ host: string; port: number }> {

@@ -17,6 +17,7 @@ import { replies, wireReply } from './replies.js';
 import { ProxySession, type SessionDeps } from './session.js';
 import { plainAddress } from './shaping/cidr.js';
 import { FrontDoor } from './shaping/front-door.js';
+import type { HostPolicy } from './shaping/host-policy.js';
 import { SessionChecks, type SessionChecksDeps } from './shaping/session-checks.js';
 import type { ShapingRuntime } from './shaping/shaping-runtime.js';
 
@@ -39,6 +40,7 @@ export class Listener {
   /** The listener's AUTH verifier; a reload makes a new one (and re-reads an htpasswd file). */
   #auth: Authenticator | undefined;
   readonly #senders: SenderPolicy;
+  readonly #hosts: HostPolicy | undefined;
   #draining = false;
   readonly #isDraining = () => this.#draining;
   /** Sessions already sent their 421 during a drain. */
@@ -50,9 +52,11 @@ export class Listener {
     log: Logger,
     shaping: ShapingRuntime,
     senders: SenderPolicy,
+    hosts?: HostPolicy,
   ) {
     this.#config = config;
     this.#senders = senders;
+    this.#hosts = hosts;
     this.#deps = deps;
     this.#log = log.child({ listener: config.name });
     this.#metrics = deps.metrics;
@@ -95,6 +99,7 @@ export class Listener {
       listener: config,
       auth: this.#auth,
       senders: this.#senders,
+      ...(this.#hosts ? { hosts: this.#hosts } : {}),
       recipientMap: this.#deps.recipientMap,
     };
   }

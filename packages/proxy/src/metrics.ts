@@ -225,6 +225,18 @@ export class Metrics {
     this.#suspended = count;
   }
 
+  readonly destinationReplies = new SummedCounter({
+    name: 'smtp_lb_destination_replies_total',
+    help: 'Replies to RCPT and at the end of DATA on outbound listeners, by client host, command and class (2xx, 4xx, 5xx): backscatter and abuse signals',
+    labelNames: ['client', 'command', 'class'] as const,
+    registers: [this.registry],
+  });
+  readonly hostLockouts = new Counter({
+    name: 'smtp_lb_host_lockouts_total',
+    help: 'Client hosts of outbound listeners locked out by this node (over a hosts limit or rejections)',
+    registers: [this.registry],
+  });
+
   readonly scanVerdicts = new SummedCounter({
     name: 'smtp_lb_scan_verdicts_total',
     help: 'Content scans by scanner and outcome (accept, reject, defer, discard, error, oversize)',

@@ -24,6 +24,7 @@ import { redisTarget } from './redis-target.js';
 import { Router } from './router.js';
 import { ScanRuntime } from './scan/scan-runtime.js';
 import type { SessionDeps } from './session.js';
+import { HostPolicy } from './shaping/host-policy.js';
 import { ShapingRuntime } from './shaping/shaping-runtime.js';
 import { SlotWaiters } from './slot-waiters.js';
 
@@ -46,17 +47,23 @@ async function createLedger(config: SmtpLbConfig, log: Logger, metrics: Metrics)
 }
 
 /** Suspended senders: next to the ledger in Redis when the node has one, else in memory. */
-async function createSuspensions(config: SmtpLbConfig, log: Logger, metrics: Metrics): Promise<Suspensions> {
+async function createSuspensions(
+  config: SmtpLbConfig,
+  log: Logger,
+  metrics: Metrics,
+  kind: 'senders' | 'hosts' = 'senders',
+): Promise<Suspensions> {
   const target = redisTarget(config.ledger);
   if (!target) return new MemorySuspensions();
-  const slog = log.child({ component: 'senders' });
+  const slog = log.child({ component: kind });
   return RedisSuspensions.create({
     redis: target,
     nodeId: config.node.id,
     keyPrefix: config.ledger.keyPrefix,
+    kind,
     onError: (err) => {
       metrics.ledgerErrors.inc();
-      slog.warn({ err: { code: err.code, message: err.message } }, 'senders: Redis failed');
+      slog.warn({ err: { code: err.code, message: err.message } }, `${kind}: Redis failed`);
     },
   });
 }
@@ -95,6 +102,8 @@ export class SmtpLbNode {
   readonly #map = (name: string) => this.#maps?.get(name);
   /** Rules about authenticated senders (top-level `senders`) and the suspensions. */
   #senders: SenderPolicy | undefined;
+  /** Per client host of outbound listeners (top-level `hosts`) and the lock-outs. */
+  #hosts: HostPolicy | undefined;
   readonly #unsubscribe: Array<() => void> = [];
 
   private constructor(config: SmtpLbConfig, ledger: Ledger, log: Logger, metrics: Metrics) {
@@ -160,6 +169,16 @@ export class SmtpLbNode {
       log: this.log,
     });
     this.metrics.onSuspendedScrape(async () => (await suspensions.list()).length);
+    // Lock-outs of outbound client hosts: only a node with an outbound listener opens them.
+    if (this.#config.listeners.some((l) => l.role === 'outbound')) {
+      this.#hosts = new HostPolicy({
+        config: () => this.#config.hosts,
+        limits: this.#shaping.limits,
+        lockouts: await createSuspensions(this.#config, this.log, this.metrics, 'hosts'),
+        metrics: this.metrics,
+        nodeId: this.#config.node.id,
+      });
+    }
     this.#unsubscribe.push(this.ledger.onRelease((id) => this.#waiters.release(id)));
     this.#setPools(this.#config);
     for (const lc of this.#config.listeners) await this.#startListener(lc);
@@ -172,13 +191,21 @@ export class SmtpLbNode {
         list: () => this.#senders!.suspensions.list(),
         lift: (user: string) => this.#senders!.lift(user),
       },
+      ...(this.#hosts ? { hosts: this.#hosts } : {}),
     });
     this.adminAddress = await this.#admin.listen();
     this.log.info({ admin: `${this.adminAddress.host}:${this.adminAddress.port}` }, 'admin listening');
   }
 
   async #startListener(lc: ListenerConfig): Promise<void> {
-    const listener = new Listener(lc, this.#deps, this.log, this.#shaping!, this.#senders!);
+    const listener = new Listener(
+      lc,
+      this.#deps,
+      this.log,
+      this.#shaping!,
+      this.#senders!,
+      lc.role === 'outbound' ? this.#hosts : undefined,
+    );
     const addr = await listener.listen();
     this.#listeners.set(lc.name, listener);
     this.addresses.set(lc.name, addr);
@@ -345,6 +372,7 @@ export class SmtpLbNode {
     await this.#shaping?.close();
     await this.#maps?.close();
     await this.#senders?.suspensions.close();
+    await this.#hosts?.lockouts.close();
     await this.#deps.scanners.close();
     await this.ledger.close();
   }

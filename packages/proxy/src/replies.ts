@@ -83,6 +83,8 @@ export const replies = {
   messageRate: () => reply(421, '4.7.0', 'Message rate limit exceeded, try again later'),
   tarpitFull: () => reply(421, '4.7.0', 'Too many suspect connections, try again later'),
   earlyTalker: () => reply(554, '5.5.1', 'Protocol error: you talked before the greeting'),
+  hostLockedOut: () => reply(554, '5.7.1', 'Host locked out for abuse, contact the postmaster'),
+  hostOverLimit: () => reply(450, '4.7.1', 'Host over its sending limit, try again later'),
   notAClient: (hostname: string) =>
     reply(554, '5.7.1', `${hostname} Relaying through this host is for its own network only`),
   dnsbl: (address: string) =>

@@ -314,8 +314,10 @@ export class ProxySession implements FrontSession {
     const scan = this.#scan?.begin(tx, this.#client);
     const held = this.#checks.holdsFinalDot || scan ? this.#holdFinalDot(body, tx, scan) : undefined;
     try {
-      const r = await this.#relay(held?.stream ?? body, tx);
-      return this.#checks.pace(held?.refusal() ?? r);
+      const relayed = await this.#relay(held?.stream ?? body, tx);
+      const r = held?.refusal() ?? relayed;
+      this.#checks.afterDataReply(tx, r);
+      return this.#checks.pace(r);
     } finally {
       // The backend or the client failed mid-message: nothing more is scanned (no-op after the verdict).
       scan?.abort();

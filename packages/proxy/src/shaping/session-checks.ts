@@ -25,8 +25,10 @@ import type { SaslCredentials } from '../front/sasl.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { replies } from '../replies.js';
+import { domainOf } from '../router.js';
 import type { Client, SmtpAddress, Transaction } from '../transaction.js';
 import type { ClientState } from './client-state.js';
+import type { HostPolicy } from './host-policy.js';
 import type { PolicyVerdict } from './policy-client.js';
 import type { ShapingRuntime } from './shaping-runtime.js';
 
@@ -38,6 +40,8 @@ export interface SessionChecksDeps {
   /** The listener's AUTH (submission and outbound listeners with `auth`). */
   auth?: Authenticator;
   senders: SenderPolicy;
+  /** Outbound listeners: per client host limits and lock-out. */
+  hosts?: HostPolicy;
 }
 
 /** What atAuth decided: the reply, and on success who the user is (and the backend that said so). */
@@ -161,6 +165,8 @@ export class SessionChecks {
     if (this.#d.auth?.config.required && client.user === undefined) return replies.authRequired();
     const sender = await this.#d.senders.atMail(client, from.address, this.#log);
     if (sender) return sender;
+    const host = await this.#d.hosts?.atMail(client.address, this.#log);
+    if (host) return host;
     const { shaping } = this.#d;
     const rate = shaping.config.limits.messageRate;
     const state = this.#client;
@@ -186,6 +192,8 @@ export class SessionChecks {
     if (unknown) return unknown;
     const sender = await this.#d.senders.atRcpt(tx.client, this.#log);
     if (sender) return sender;
+    const host = await this.#d.hosts?.atRcpt(tx.client.address, domainOf(to.address), this.#log);
+    if (host) return host;
     const policy = this.#d.shaping.policy;
     if (!policy?.config.at.includes('rcpt')) return undefined;
     return policy
@@ -216,7 +224,8 @@ export class SessionChecks {
   }
 
   /** RCPT replies >= 400 count; at the configured number the session is tarpitted. */
-  afterRcptReply(_tx: Transaction, r: Reply): void {
+  afterRcptReply(tx: Transaction, r: Reply): void {
+    this.#afterReply(tx, 'RCPT', r);
     const client = this.#client;
     const max = this.#d.shaping.config.tarpit.rejectedRecipients;
     if (client.allowed || r.code < 400) return;
@@ -225,6 +234,20 @@ export class SessionChecks {
       this.#log.info({ rejected: this.#rejected, max }, 'too many rejected recipients');
       this.#tarpit('rejected-recipients');
     }
+  }
+
+  /** The reply at the end of DATA, about to go to the client. */
+  afterDataReply(tx: Transaction, r: Reply): void {
+    this.#afterReply(tx, 'DATA', r);
+  }
+
+  /** Outbound hosts: replies by class, and 5xx as rejections (counted off the reply path). */
+  #afterReply(tx: Transaction, command: 'RCPT' | 'DATA', r: Reply): void {
+    const hosts = this.#d.hosts;
+    if (!hosts) return;
+    hosts.afterReply(tx.client.address, command, r, this.#log).catch((err: Error) => {
+      this.#log.warn({ err: { message: err.message } }, 'counting a rejection failed');
+    });
   }
 
   /** Whether atData asks anyone: without it the final dot is not held at all. */
