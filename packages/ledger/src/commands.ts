@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { Cluster, Redis } from 'ioredis';
 
 /** Bump when a script's contract (keys, arguments, replies) changes. */
-export const SCRIPT_VERSION = 1;
+export const SCRIPT_VERSION = 2;
 
 export type ScriptName = 'acquire' | 'release' | 'heartbeat' | 'reassert' | 'leave' | 'node-beat';
 

@@ -94,6 +94,8 @@ export function createClient(target: RedisTarget, role: ClientRole): LedgerClien
     {
       enableOfflineQueue: options.enableOfflineQueue,
       clusterRetryStrategy: retry,
+      // The ledger's release channels are sharded (SSUBSCRIBE on the shard of each backend's slot).
+      shardedSubscribers: role.subscriber,
       redisOptions: {
         connectionName: options.connectionName,
         connectTimeout: options.connectTimeout,

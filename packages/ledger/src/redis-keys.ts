@@ -7,6 +7,11 @@ export interface BackendKeys {
   readonly counts: string;
   /** ZSET node id -> lease expiry (ms, Redis clock). */
   readonly nodes: string;
+  /**
+   * Pub/sub channel of this backend's releases (JSON {b: backend, n: node id or '', t: total}); it
+   * carries the hash tag, so on a Redis Cluster SPUBLISH keeps it on the keys' shard.
+   */
+  readonly released: string;
 }
 
 export class RedisKeys {
@@ -16,16 +21,12 @@ export class RedisKeys {
     // A "}" would end the hash tag early and split the pair over two slots; backend ids are
     // host:port, so this only guards against odd ids.
     const tag = backendId.replaceAll('}', '%7D');
-    return { counts: `${this.prefix}:{${tag}}:counts`, nodes: `${this.prefix}:{${tag}}:nodes` };
+    const at = `${this.prefix}:{${tag}}`;
+    return { counts: `${at}:counts`, nodes: `${at}:nodes`, released: `${at}:released` };
   }
 
   /** ZSET node id -> liveness expiry: how many nodes run (for the local share without Redis). */
   get liveNodes(): string {
     return `${this.prefix}:{nodes}:live`;
-  }
-
-  /** Pub/sub channel of releases (JSON {b: backend, n: node id or '', t: total}). */
-  get releaseChannel(): string {
-    return `${this.prefix}:released`;
   }
 }

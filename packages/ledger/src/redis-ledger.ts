@@ -45,6 +45,8 @@ interface BackendState {
   /** A reply has shown this node's lease on the backend (so a missing lease later is a lapse). */
   registered: boolean;
   lastUsed: number;
+  /** The cap of the last tryAcquire (for the "near the cap" rule of the subscription). */
+  cap?: number;
 }
 
 interface ReleaseMessage {
@@ -54,6 +56,13 @@ interface ReleaseMessage {
 }
 
 const silent: LedgerLogger = { info() {}, warn() {}, error() {} };
+
+/**
+ * A node listens on a backend's release channel while it has waiters there or its view of the
+ * backend is within `headroom` of the cap, and stops below twice that (so it does not flap). Far from
+ * the cap, its own replies and the heartbeat keep its count fresh enough to pick with.
+ */
+const headroom = (cap: number) => Math.max(1, Math.ceil(cap / 10));
 
 function toLedgerError(err: unknown): LedgerError {
   if (err instanceof LedgerError) return err;
@@ -119,12 +128,22 @@ export class RedisLedger implements Ledger {
    */
   private settlingUntil = 0;
   private closed = false;
+  /** Sessions of this node waiting for a slot, per backend (`watch`). */
+  private readonly watchers = new Map<string, number>();
+  /** Backends whose release channel the subscriber listens on. */
+  private readonly listening = new Set<string>();
+  /** Release messages heard (for the fan-out benchmark and the tests). */
+  private heard = 0;
+
+  /** Redis Cluster: sharded pub/sub (SPUBLISH/SSUBSCRIBE), a message stays on its backend's shard. */
+  private readonly sharded: boolean;
 
   private constructor(
     private readonly client: LedgerClient,
     private readonly subscriber: LedgerClient,
     private readonly opts: RedisLedgerOptions,
   ) {
+    this.sharded = typeof opts.redis === 'object' && 'cluster' in opts.redis;
     this.keys = new RedisKeys(opts.keyPrefix);
     this.log = opts.logger ?? silent;
     this.ttl = Math.round(opts.leaseTtlMs);
@@ -138,6 +157,7 @@ export class RedisLedger implements Ledger {
     // Release messages sent while the subscriber was away are lost: re-read the counts.
     subscriber.on('ready', () => void this.tick());
     subscriber.on('message', (channel: string, message: string) => this.onMessage(channel, message));
+    subscriber.on('smessage', (channel: string, message: string) => this.onMessage(channel, message));
   }
 
   /** Connects, registers the scripts, joins the cluster; rejects if Redis is not reachable in time. */
@@ -152,7 +172,6 @@ export class RedisLedger implements Ledger {
     try {
       defineLedgerCommands(client);
       await Promise.all([waitReady(client, connectTimeoutMs), waitReady(subscriber, connectTimeoutMs)]);
-      await withTimeout(subscriber.subscribe(ledger.keys.releaseChannel), connectTimeoutMs, 'subscribe');
       await ledger.tick();
       if (!ledger.synced) throw new Error('first heartbeat failed');
     } catch (err) {
@@ -190,10 +209,34 @@ export class RedisLedger implements Ledger {
     return this.opts.nodeId;
   }
 
+  /** Release messages this node has received from Redis so far. */
+  get messagesReceived(): number {
+    return this.heard;
+  }
+
+  /** Backends whose release channel this node listens on now. */
+  get listeningTo(): ReadonlySet<string> {
+    return this.listening;
+  }
+
+  watch(backendId: string): () => void {
+    this.watchers.set(backendId, (this.watchers.get(backendId) ?? 0) + 1);
+    this.listen(backendId);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.watchers.get(backendId) ?? 1) - 1;
+      if (n > 0) this.watchers.set(backendId, n);
+      else this.watchers.delete(backendId);
+    };
+  }
+
   async tryAcquire(backendId: string, cap: number): Promise<Lease | undefined> {
     checkCap(cap);
     if (this.closed) return undefined;
     const st = this.state(backendId);
+    st.cap = cap;
     while (this.gate) await this.gate;
     if (!this.synced) return this.acquireLocally(backendId, st, cap);
     if (Date.now() < this.settlingUntil && !this.withinLocalShare(st, cap)) return undefined;
@@ -213,6 +256,7 @@ export class RedisLedger implements Ledger {
     const [code, total, present] = reply as [number, number, number];
     st.total = total;
     st.registered = true;
+    this.listen(backendId);
     if (!present && registered && st.held > 0) {
       // Our lease had lapsed (a stall longer than the ttl) and others pruned our entry: the
       // slots we still hold are not counted. Put them back.
@@ -302,6 +346,7 @@ export class RedisLedger implements Ledger {
       this.run('release', backendId, []).then(
         ([, total]) => {
           st.total = total as number;
+          this.listen(backendId);
         },
         (err: unknown) => void this.failure(err),
       );
@@ -318,7 +363,8 @@ export class RedisLedger implements Ledger {
       k.nodes,
       this.opts.nodeId,
       this.ttl,
-      this.keys.releaseChannel,
+      k.released,
+      this.sharded ? 'SPUBLISH' : 'PUBLISH',
       backendId,
       ...extra,
     ];
@@ -371,6 +417,7 @@ export class RedisLedger implements Ledger {
       }
       this.forgetIdle();
       await Promise.all([...this.backends.entries()].map(([id, st]) => this.beat(id, st)));
+      this.unlisten();
     } catch (err) {
       this.failure(err);
     }
@@ -391,6 +438,7 @@ export class RedisLedger implements Ledger {
     const before = st.total;
     st.total = total;
     st.registered = true;
+    this.listen(backendId);
     if (!present && registered && st.held > 0) {
       this.log.warn({ backend: backendId, held: st.held }, 'ledger lease lapsed; re-asserting counts');
       void this.resync();
@@ -400,7 +448,9 @@ export class RedisLedger implements Ledger {
   /** Backends nobody asked about for three ttls and where this node holds nothing. */
   private forgetIdle(): void {
     const cutoff = Date.now() - 3 * this.ttl;
-    for (const [id, st] of this.backends) if (st.held === 0 && st.lastUsed < cutoff) this.backends.delete(id);
+    for (const [id, st] of this.backends) {
+      if (st.held === 0 && st.lastUsed < cutoff && !this.watchers.has(id)) this.backends.delete(id);
+    }
   }
 
   /**
@@ -484,17 +534,56 @@ export class RedisLedger implements Ledger {
     for (const l of [...this.modeListeners]) l(mode);
   }
 
+  /** The rule above; `on`: listening already (the lower threshold applies). */
+  private wants(backendId: string, on: boolean): boolean {
+    if (this.watchers.has(backendId)) return true;
+    const st = this.backends.get(backendId);
+    return st?.cap !== undefined && st.total >= st.cap - (on ? 2 : 1) * headroom(st.cap);
+  }
+
+  /**
+   * Subscribes to the backend's release channel when the rule above says so. Right after a
+   * subscription the waiters look again: a release may have gone by before it was in place.
+   * Leaving waits for the heartbeat (`unlisten`): waiters come and go with every wake-up, and a
+   * subscription per wake-up would churn (on a Cluster, a sharded subscriber connection each time).
+   */
+  private listen(backendId: string): void {
+    if (this.closed || this.listening.has(backendId) || !this.wants(backendId, false)) return;
+    this.listening.add(backendId);
+    const channel = this.keys.backend(backendId).released;
+    const sub = this.subscriber;
+    (this.sharded ? sub.ssubscribe(channel) : sub.subscribe(channel)).then(
+      () => this.notify(backendId),
+      (err: unknown) => this.log.warn({ err, backend: backendId }, 'ledger: subscribe failed'),
+    );
+  }
+
+  /** At each heartbeat: leave the channels of backends the rule no longer asks for. */
+  private unlisten(): void {
+    const sub = this.subscriber;
+    for (const id of [...this.listening]) {
+      if (this.wants(id, true)) continue;
+      this.listening.delete(id);
+      const channel = this.keys.backend(id).released;
+      (this.sharded ? sub.sunsubscribe(channel) : sub.unsubscribe(channel)).catch((err: unknown) =>
+        this.log.warn({ err, backend: id }, 'ledger: unsubscribe failed'),
+      );
+    }
+  }
+
   private onMessage(channel: string, message: string): void {
-    if (channel !== this.keys.releaseChannel) return;
     let m: ReleaseMessage;
     try {
       m = JSON.parse(message) as ReleaseMessage;
     } catch {
       return;
     }
-    if (typeof m.b !== 'string' || m.n === this.opts.nodeId) return;
+    if (typeof m.b !== 'string' || channel !== this.keys.backend(m.b).released) return;
+    this.heard += 1;
+    if (m.n === this.opts.nodeId) return;
     const st = this.backends.get(m.b);
     if (st && typeof m.t === 'number') st.total = m.t;
+    this.listen(m.b);
     this.notify(m.b);
   }
 

@@ -46,4 +46,10 @@ export interface LedgerEvents {
   onModeChange?(listener: (mode: LedgerMode) => void): () => void;
   /** Called for each failed Redis operation (the ledger carries on: degraded, or resynced). */
   onError?(listener: (err: Error & { code: string }) => void): () => void;
+  /**
+   * A session of this node waits for a slot of `backendId` until the returned function is called:
+   * a cluster-wide ledger then hears other nodes' releases of it (RedisLedger listens on a backend's
+   * release channel only while it has waiters there or is near the cap).
+   */
+  watch?(backendId: string): () => void;
 }

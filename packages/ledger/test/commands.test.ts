@@ -43,8 +43,8 @@ describe('Lua scripts', () => {
   });
 
   it('versioned command names', () => {
-    assert.equal(commandName('acquire'), 'smtpLbAcquireV1');
-    assert.equal(commandName('node-beat', 2), 'smtpLbNodeBeatV2');
+    assert.equal(commandName('acquire'), 'smtpLbAcquireV2');
+    assert.equal(commandName('node-beat', 3), 'smtpLbNodeBeatV3');
   });
 
   describe('against Redis', () => {
@@ -60,25 +60,29 @@ describe('Lua scripts', () => {
         keyPrefix: prefix,
       });
       try {
-        defineLedgerCommands(db.admin, 1);
+        defineLedgerCommands(db.admin, 2);
         // A "next release": same contract, different script body (so a different SHA in Redis).
         for (const s of loadScripts()) {
-          db.admin.defineCommand(commandName(s.name, 2), {
+          db.admin.defineCommand(commandName(s.name, 3), {
             numberOfKeys: s.numberOfKeys,
             lua: `-- release 2\n${s.lua}`,
           });
         }
         const commands = db.admin as unknown as Record<string, Script>;
-        assert.notEqual(commands.smtpLbAcquireV1, commands.smtpLbAcquireV2, 'defining V2 did not replace V1');
-        const v1 = script(db.admin, 'smtpLbAcquireV1');
-        const v2 = script(db.admin, 'smtpLbAcquireV2');
+        assert.notEqual(commands.smtpLbAcquireV2, commands.smtpLbAcquireV3, 'defining V3 did not replace V2');
+        const cur = script(db.admin, 'smtpLbAcquireV2');
+        const next = script(db.admin, 'smtpLbAcquireV3');
         const k = new RedisKeys(prefix).backend('b:25');
-        const args = (node: string) => [k.counts, k.nodes, node, 10_000, `${prefix}:released`, 'b:25', 3];
-        assert.ok(await ledger.tryAcquire('b:25', 3), 'ledger (V1)');
-        assert.deepEqual(await v1(...args('old-node')), [1, 2, 0]);
-        assert.deepEqual(await v2(...args('new-node')), [1, 3, 0]);
-        assert.deepEqual((await v2(...args('new-node'))).slice(0, 2), [2, 3], 'V2 sees the V1 counts: full');
-        assert.equal(await ledger.tryAcquire('b:25', 3), undefined, 'V1 sees the V2 count: full');
+        const args = (node: string) => [k.counts, k.nodes, node, 10_000, k.released, 'PUBLISH', 'b:25', 3];
+        assert.ok(await ledger.tryAcquire('b:25', 3), 'ledger (V2)');
+        assert.deepEqual(await cur(...args('old-node')), [1, 2, 0]);
+        assert.deepEqual(await next(...args('new-node')), [1, 3, 0]);
+        assert.deepEqual(
+          (await next(...args('new-node'))).slice(0, 2),
+          [2, 3],
+          'V3 sees the V2 counts: full',
+        );
+        assert.equal(await ledger.tryAcquire('b:25', 3), undefined, 'V2 sees the V3 count: full');
         assert.deepEqual(await db.admin.hgetall(k.counts), {
           'v1-node': '1',
           'old-node': '1',
@@ -92,12 +96,13 @@ describe('Lua scripts', () => {
     it('a bad argument comes back as a code, not a Lua error', async () => {
       defineLedgerCommands(db.admin);
       const k = new RedisKeys(uniquePrefix('args')).backend('b:25');
-      const acquire = script(db.admin, 'smtpLbAcquireV1');
+      const acquire = script(db.admin, commandName('acquire'));
       for (const bad of [
-        [k.counts, k.nodes, 'n', 'soon', 'ch', 'b:25', 3],
-        [k.counts, k.nodes, 'n', 1000, 'ch', 'b:25', 'nan'],
-        [k.counts, k.nodes, '', 1000, 'ch', 'b:25', 3],
-        [k.counts, k.nodes, 'n', 1000, 'ch', 'b:25', 2.5],
+        [k.counts, k.nodes, 'n', 'soon', 'ch', 'PUBLISH', 'b:25', 3],
+        [k.counts, k.nodes, 'n', 1000, 'ch', 'PUBLISH', 'b:25', 'nan'],
+        [k.counts, k.nodes, '', 1000, 'ch', 'PUBLISH', 'b:25', 3],
+        [k.counts, k.nodes, 'n', 1000, 'ch', 'PUBLISH', 'b:25', 2.5],
+        [k.counts, k.nodes, 'n', 1000, 'ch', 'FLUSHALL', 'b:25', 3],
       ]) {
         assert.deepEqual(await acquire(...bad), [-1, 0, 0], JSON.stringify(bad));
       }

@@ -1,11 +1,21 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RedisKeys } from '../src/redis-keys.js';
+import type { RedisLedger } from '../src/redis-ledger.js';
 import { hammer } from './helpers/hammer.js';
-import { ledgerNodes, nextRelease, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
+import { ledgerNodes, nextRelease, sleep, suiteRedis, uniquePrefix, waitFor } from './helpers/util.js';
 
 describe('RedisLedger: cluster-wide caps', { timeout: 60_000 }, () => {
   const db = suiteRedis();
+
+  /** Connections subscribed to the backend's release channel (what Redis itself reports). */
+  const subscribers = async (prefix: string, backend: string) => {
+    const [, n] = (await db.admin.pubsub('NUMSUB', new RedisKeys(prefix).backend(backend).released)) as [
+      string,
+      number,
+    ];
+    return n;
+  };
 
   const three = (prefix: string, ttl = 10_000) =>
     ledgerNodes(prefix, ['n1', 'n2', 'n3'], { redis: db.redis.url, leaseTtlMs: ttl, onRedisDown: 'reject' });
@@ -65,6 +75,10 @@ describe('RedisLedger: cluster-wide caps', { timeout: 60_000 }, () => {
       assert.ok(lease);
       assert.equal(await b!.tryAcquire('mx:25', 1), undefined, 'full');
       assert.equal(b!.count('mx:25'), 1);
+      // a and b are at the cap: both listen on the backend's channel before a releases (the wake-up
+      // each gets once its subscription is in place is not the one this test waits for).
+      await waitFor('a and b subscribed', async () => (await subscribers(prefix, 'mx:25')) === 2);
+      await sleep(50);
       const woken = nextRelease(b!, 'mx:25', 3000);
       lease.release();
       const ms = await woken;
@@ -87,6 +101,51 @@ describe('RedisLedger: cluster-wide caps', { timeout: 60_000 }, () => {
       await a!.close();
       await woken;
       assert.ok(await b!.tryAcquire('mx:25', 1));
+    } finally {
+      await Promise.all(all.map((l) => l.close()));
+    }
+  });
+
+  it('a node listens on a backend only while it has waiters there or is near the cap', async () => {
+    const prefix = uniquePrefix('listen');
+    // Channels are left at the heartbeat (every ttl/3 = 1 s here), not at once.
+    const all = await three(prefix, 3000);
+    const [a, b, c] = all as [RedisLedger, RedisLedger, RedisLedger];
+    const heard = () => all.map((l) => l.messagesReceived);
+    try {
+      // Cap 20, headroom 2: far from it, nobody listens, and releases reach nobody.
+      const leases = await Promise.all([1, 2, 3].map(() => a.tryAcquire('mx:25', 20)));
+      assert.ok(await b.tryAcquire('mx:25', 20));
+      assert.equal(await subscribers(prefix, 'mx:25'), 0);
+      const before = heard();
+      for (const l of leases) l!.release();
+      await waitFor('the releases were applied', () => b.count('mx:25') <= 4 && a.nodeCount('mx:25') === 0);
+      await sleep(200);
+      assert.deepEqual(heard(), before, 'no node received a release message');
+
+      // A waiter on c: c listens, and hears the next release at once.
+      const unwatch = c.watch('mx:25');
+      await waitFor('c subscribed', async () => (await subscribers(prefix, 'mx:25')) === 1);
+      assert.deepEqual([...c.listeningTo], ['mx:25']);
+      const woken = nextRelease(c, 'mx:25', 3000);
+      (await a.tryAcquire('mx:25', 20))!.release();
+      await woken;
+      unwatch();
+      await waitFor('c left the channel', async () => (await subscribers(prefix, 'mx:25')) === 0);
+
+      // Near the cap (18 of 20): every node whose view says so listens without a waiter.
+      const many = [];
+      for (let i = 0; i < 17; i++) many.push(await a.tryAcquire('mx:25', 20));
+      assert.equal(a.count('mx:25'), 18);
+      assert.ok(a.listeningTo.has('mx:25'));
+      await waitFor('a subscribed', async () => (await subscribers(prefix, 'mx:25')) === 1);
+      // ... and stops below twice the headroom (16), not at the first release.
+      many.pop()!.release();
+      await sleep(1500);
+      assert.ok(a.listeningTo.has('mx:25'), 'at 17 a still listens (hysteresis)');
+      for (const l of many.splice(0, 3)) l!.release();
+      await waitFor('a left the channel', async () => (await subscribers(prefix, 'mx:25')) === 0);
+      for (const l of many) l!.release();
     } finally {
       await Promise.all(all.map((l) => l.close()));
     }

@@ -35,7 +35,7 @@ describe('RedisLedger through Sentinel: a failover', { timeout: 90_000 }, () => 
       leaseTtlMs: TTL,
       onRedisDown: 'local-share',
     });
-    const waiters = ledgers.map((l) => new Waiters(l));
+    const waiters = ledgers.map((l) => new Waiters(l, 'mx:25'));
     let phase: Phase = 'before';
     let held = 0;
     const max: Record<Phase, number> = { before: 0, outage: 0, settling: 0, after: 0 };

@@ -93,7 +93,7 @@ export class SmtpLbNode {
   #listeners = new Map<string, Listener>();
   #admin: AdminServer | undefined;
   #draining = false;
-  readonly #waiters = new SlotWaiters();
+  readonly #waiters: SlotWaiters;
   readonly #deps: SessionDeps;
   /** Per-client limits, tarpit, DNSBL, policy service (top-level `shaping`). */
   #shaping: ShapingRuntime | undefined;
@@ -112,6 +112,7 @@ export class SmtpLbNode {
     this.ledger = ledger;
     this.log = log;
     this.#router = new Router(config.routes, this.#map);
+    this.#waiters = new SlotWaiters((id) => ledger.watch?.(id) ?? (() => {}));
     const binder = new Binder({
       ledger,
       waiters: this.#waiters,

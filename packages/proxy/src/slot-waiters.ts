@@ -8,6 +8,12 @@ export interface Waiter {
 export class SlotWaiters {
   readonly #queue: Waiter[] = [];
 
+  /**
+   * `watch` is told which backends a session waits for, until the function it returns is called (the
+   * Redis ledger listens for other nodes' releases of a backend only while someone waits on it).
+   */
+  constructor(readonly watch: (backendId: string) => () => void = () => () => {}) {}
+
   get size(): number {
     return this.#queue.length;
   }
@@ -19,8 +25,10 @@ export class SlotWaiters {
     signal?: AbortSignal,
   ): Promise<'woken' | 'timeout' | 'aborted'> {
     return new Promise((resolve) => {
+      const unwatch = [...ids].map((id) => this.watch(id));
       const finish = (how: 'woken' | 'timeout' | 'aborted') => {
         clearTimeout(timer);
+        for (const u of unwatch.splice(0)) u();
         signal?.removeEventListener('abort', onAbort);
         const i = this.#queue.indexOf(waiter);
         if (i >= 0) this.#queue.splice(i, 1);

@@ -6,9 +6,10 @@
 
   ARGV[1]  node id
   ARGV[2]  lease ttl (ms)
-  ARGV[3]  release channel
-  ARGV[4]  backend id
-  ARGV[5]  cap
+  ARGV[3]  this backend's release channel
+  ARGV[4]  PUBLISH (single Redis) or SPUBLISH (Redis Cluster: the channel has the keys' slot)
+  ARGV[5]  backend id
+  ARGV[6]  cap
 
   Returns {code, total, present}
     code     1 acquired, 2 full, -1 bad argument, -2 wrong key type
@@ -18,8 +19,9 @@
 -- @include lease-common
 
 local counts, nodes = KEYS[1], KEYS[2]
-local node, ttl, channel, backend, cap = ARGV[1], natural(ARGV[2]), ARGV[3], ARGV[4], natural(ARGV[5])
-if node == nil or node == '' or ttl == nil or ttl == 0 or cap == nil then return { -1, 0, 0 } end
+local node, ttl, channel, backend, cap = ARGV[1], natural(ARGV[2]), ARGV[3], ARGV[5], natural(ARGV[6])
+pub = ARGV[4]
+if (pub ~= 'PUBLISH' and pub ~= 'SPUBLISH') or node == nil or node == '' or ttl == nil or ttl == 0 or cap == nil then return { -1, 0, 0 } end
 if wrongType(counts, nodes) then return { -2, 0, 0 } end
 
 local now = nowMs()

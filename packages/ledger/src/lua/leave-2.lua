@@ -7,8 +7,9 @@
 
   ARGV[1]  node id
   ARGV[2]  lease ttl (ms)
-  ARGV[3]  release channel: gets {"b": backend, "n": node id, "t": total} when slots were freed
-  ARGV[4]  backend id
+  ARGV[3]  this backend's release channel: gets {"b": backend, "n": node id, "t": total} when slots were freed
+  ARGV[4]  PUBLISH (single Redis) or SPUBLISH (Redis Cluster: the channel has the keys' slot)
+  ARGV[5]  backend id
 
   Returns {code, total}
     code     1 ok, -1 bad argument, -2 wrong key type
@@ -17,8 +18,9 @@
 -- @include lease-common
 
 local counts, nodes = KEYS[1], KEYS[2]
-local node, ttl, channel, backend = ARGV[1], natural(ARGV[2]), ARGV[3], ARGV[4]
-if node == nil or node == '' or ttl == nil or ttl == 0 then return { -1, 0 } end
+local node, ttl, channel, backend = ARGV[1], natural(ARGV[2]), ARGV[3], ARGV[5]
+pub = ARGV[4]
+if (pub ~= 'PUBLISH' and pub ~= 'SPUBLISH') or node == nil or node == '' or ttl == nil or ttl == 0 then return { -1, 0 } end
 if wrongType(counts, nodes) then return { -2, 0 } end
 
 local total = prune(counts, nodes, nowMs(), channel, backend)
@@ -27,6 +29,6 @@ redis.call('HDEL', counts, node)
 redis.call('ZREM', nodes, node)
 total = total - own
 if own > 0 then
-  redis.call('PUBLISH', channel, cjson.encode({ b = backend, n = node, t = total }))
+  redis.call(pub, channel, cjson.encode({ b = backend, n = node, t = total }))
 end
 return { 1, total }

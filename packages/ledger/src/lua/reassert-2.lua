@@ -7,9 +7,10 @@
 
   ARGV[1]  node id
   ARGV[2]  lease ttl (ms)
-  ARGV[3]  release channel: gets {"b": backend, "n": node id, "t": total} as JSON
-  ARGV[4]  backend id
-  ARGV[5]  connections this node holds on the backend
+  ARGV[3]  this backend's release channel: gets {"b": backend, "n": node id, "t": total} as JSON
+  ARGV[4]  PUBLISH (single Redis) or SPUBLISH (Redis Cluster: the channel has the keys' slot)
+  ARGV[5]  backend id
+  ARGV[6]  connections this node holds on the backend
 
   Returns {code, total}
     code     1 ok, -1 bad argument, -2 wrong key type
@@ -18,8 +19,9 @@
 -- @include lease-common
 
 local counts, nodes = KEYS[1], KEYS[2]
-local node, ttl, channel, backend, held = ARGV[1], natural(ARGV[2]), ARGV[3], ARGV[4], natural(ARGV[5])
-if node == nil or node == '' or ttl == nil or ttl == 0 or held == nil then return { -1, 0 } end
+local node, ttl, channel, backend, held = ARGV[1], natural(ARGV[2]), ARGV[3], ARGV[5], natural(ARGV[6])
+pub = ARGV[4]
+if (pub ~= 'PUBLISH' and pub ~= 'SPUBLISH') or node == nil or node == '' or ttl == nil or ttl == 0 or held == nil then return { -1, 0 } end
 if wrongType(counts, nodes) then return { -2, 0 } end
 
 local now = nowMs()
@@ -33,5 +35,5 @@ end
 total = total - own + held
 keepAlive(counts, nodes, node, now, ttl)
 -- Others may be waiting on slots this node gave back while it could not say so.
-redis.call('PUBLISH', channel, cjson.encode({ b = backend, n = node, t = total }))
+redis.call(pub, channel, cjson.encode({ b = backend, n = node, t = total }))
 return { 1, total }

@@ -19,7 +19,7 @@ export async function hammer(
   sessions: number,
 ): Promise<HammerResult> {
   const random = mulberry32(2024);
-  const waiters = ledgers.map((l) => new Waiters(l));
+  const waiters = ledgers.map((l) => new Waiters(l, backendId));
   let held = 0;
   let maxConcurrent = 0;
   let granted = 0;

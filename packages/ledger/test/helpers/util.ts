@@ -51,32 +51,47 @@ export async function waitFor(what: string, cond: () => boolean | Promise<boolea
   }
 }
 
-/** Resolves with the elapsed ms when `ledger` reports a release of `backendId`. */
+/**
+ * Resolves with the elapsed ms when `ledger` reports a release of `backendId`; like a waiting session
+ * it watches the backend meanwhile (the ledger then listens on its release channel).
+ */
 export function nextRelease(ledger: Ledger, backendId: string, timeoutMs: number): Promise<number> {
   const t0 = Date.now();
+  const unwatch = ledger.watch?.(backendId);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       off();
+      unwatch?.();
       reject(new Error(`no release of ${backendId} within ${timeoutMs} ms`));
     }, timeoutMs);
     const off = ledger.onRelease((id) => {
       if (id !== backendId) return;
       clearTimeout(timer);
       off();
+      unwatch?.();
       resolve(Date.now() - t0);
     });
   });
 }
 
-/** One FIFO of waiters per ledger; each release event wakes the oldest waiter. */
+/**
+ * One FIFO of waiters per ledger and backend, like the proxy's; each release event wakes the oldest
+ * waiter, and the backend is watched while anyone waits.
+ */
 export class Waiters {
   private readonly queue: Array<() => void> = [];
-  constructor(ledger: Ledger) {
-    ledger.onRelease(() => this.queue.shift()?.());
+  constructor(
+    private readonly ledger: Ledger,
+    private readonly backendId: string,
+  ) {
+    ledger.onRelease((id) => {
+      if (id === backendId) this.queue.shift()?.();
+    });
   }
   /** Waits for a wake-up, or gives up after `ms` (the caller then simply retries). */
   wait(ms: number): Promise<void> {
-    return new Promise((resolve) => {
+    const unwatch = this.ledger.watch?.(this.backendId);
+    return new Promise<void>((resolve) => {
       const wake = () => {
         clearTimeout(timer);
         resolve();
@@ -87,6 +102,6 @@ export class Waiters {
         resolve();
       }, ms);
       this.queue.push(wake);
-    });
+    }).finally(() => unwatch?.());
   }
 }

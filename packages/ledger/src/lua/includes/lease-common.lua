@@ -9,6 +9,9 @@
   heartbeat renews it every ttl/3. Using Redis' clock keeps node clocks out of the question.
 ]]
 
+-- PUBLISH or SPUBLISH (ARGV[4] of every per-backend script), set by the script before any call.
+local pub = 'PUBLISH'
+
 local function nowMs()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -28,7 +31,7 @@ local function wrongType(counts, nodes)
 end
 
 -- Drops the entries of nodes whose lease expired and returns the live total. When a dead
--- node's slots are freed this way, waiters on every node are told, as for a release.
+-- node's slots are freed this way, the nodes listening on the backend are told, as for a release.
 local function prune(counts, nodes, now, channel, backend)
   local total, freed = 0, 0
   local entries = redis.call('HGETALL', counts)
@@ -44,7 +47,7 @@ local function prune(counts, nodes, now, channel, backend)
   end
   redis.call('ZREMRANGEBYSCORE', nodes, '-inf', now)
   if freed > 0 then
-    redis.call('PUBLISH', channel, cjson.encode({ b = backend, n = '', t = total }))
+    redis.call(pub, channel, cjson.encode({ b = backend, n = '', t = total }))
   end
   return total
 end
