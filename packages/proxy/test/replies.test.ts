@@ -1,12 +1,14 @@
 // The catalogue of the replies smtp-lb makes itself (src/replies.ts) and the README's table of them
 // are one list: an entry added, renamed or given another code on one side only fails here.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import type { Reply } from '@smtp-lb/upstream';
 import { type ReplyName, replies, wireReply } from '../src/replies.js';
 
-const README = new URL('../../../../README.md', import.meta.url);
+const ROOT = new URL('../../../../', import.meta.url).pathname;
+const README = join(ROOT, 'README.md');
 
 /** name -> the codes its row gives (`421 4.7.0`, or `220` for a reply without an enhanced code). */
 function readmeTable(): Map<string, string[]> {
@@ -80,4 +82,85 @@ test('every entry is a well-formed reply: a 2xx-5xx code, an enhanced code of th
 test('wireReply: multi-line replies keep every line', () => {
   assert.equal(wireReply({ code: 250, lines: ['a', 'b', 'c'] }), '250-a\r\n250-b\r\n250 c\r\n');
   assert.equal(wireReply({ code: 554, lines: ['5.7.1 no'] }), '554 5.7.1 no\r\n');
+});
+
+/** The sources of every test in the repository (packages' test/ folders and test/). */
+function testSources(): string {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (e.name === 'node_modules' || e.name === 'dist' || e.name.startsWith('.')) continue;
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.ts') && e.name !== 'replies.test.ts') out.push(readFileSync(p, 'utf8'));
+    }
+  };
+  walk(join(ROOT, 'test'));
+  for (const pkg of readdirSync(join(ROOT, 'packages'))) {
+    try {
+      walk(join(ROOT, 'packages', pkg, 'test'));
+    } catch {
+      // a package without tests
+    }
+  }
+  return out.join('\n');
+}
+
+/**
+ * Entries whose tests still recognise them by code and text (regular expressions) rather than by
+ * name. The list may only shrink: a new entry needs a test that makes it happen and compares the
+ * client's reply with `replies.<name>(...)`.
+ */
+const BY_CODE_ONLY = new Set<string>([
+  'draining',
+  'utf8Unsupported',
+  'unknownRecipient',
+  'recipientLookupFailed',
+  'authChallenge',
+  'authzidRefused',
+  'authUnavailable',
+  'authRequired',
+  'authNeedsTls',
+  'authCancelled',
+  'authMalformed',
+  'authMechanism',
+  'authTwice',
+  'authInTransaction',
+  'authTooManyFailures',
+  'userSessions',
+  'senderNotOwned',
+  'senderOverLimit',
+  'senderSuspended',
+  'nullMx',
+  'noSuchDomain',
+  'noMailHost',
+  'dnsFailure',
+  'noOriginalDestination',
+  'destinationDenied',
+  'scanReject',
+  'scanDefer',
+  'scanDiscard',
+  'scanUnavailable',
+  'scanFailedReject',
+  'tooManySessions',
+  'tooManyFromNetwork',
+  'tarpitFull',
+  'notAClient',
+  'dnsbl',
+  'startTls',
+  'idleTimeout',
+  'commandTimeout',
+  'dataTooSlow',
+  'tlsActive',
+  'startTlsSyntax',
+  'internalError',
+]);
+
+test('every entry has a test that makes it happen and names it (or is listed as still tested by code)', () => {
+  const sources = testSources();
+  const named = (name: string) => new RegExp(`replies\\.${name}\\b`).test(sources);
+  const missing = (Object.keys(replies) as ReplyName[]).filter((n) => !named(n) && !BY_CODE_ONLY.has(n));
+  assert.deepEqual(missing, [], 'entries without a test that names them');
+  const stale = [...BY_CODE_ONLY].filter((n) => named(n) || !(n in replies));
+  assert.deepEqual(stale, [], 'tested by name now (or gone): take them off BY_CODE_ONLY');
 });
