@@ -154,6 +154,8 @@ const BY_CODE_ONLY = new Set<string>([
   'tlsActive',
   'startTlsSyntax',
   'internalError',
+  'hostLockedOut',
+  'hostOverLimit',
 ]);
 
 test('every entry has a test that makes it happen and names it (or is listed as still tested by code)', () => {
