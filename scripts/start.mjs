@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// The demo behind `npm start`: two small demo backends (testkit's capture backend, the SMTP server
-// our tests use as a backend, writing each message to demo-mail/), one smtp-lb node in front of
-// them, and one message sent through it on start.
+// The demo behind `npm start`: two small demo backends (Nodemailer's smtp-server, through testkit's
+// startSmtpServerBackend, writing each message to demo-mail/), one smtp-lb node in front of them, and
+// one message sent through it on start.
 import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 
 const root = resolve(import.meta.dirname, '..');
 const require = createRequire(join(root, 'packages/proxy/package.json'));
-const { startCaptureBackend } = await import(join(root, 'packages/testkit/dist/src/index.js'));
+const { startSmtpServerBackend } = await import(join(root, 'packages/testkit/dist/src/index.js'));
 const nodemailer = (await import(require.resolve('nodemailer'))).default;
 
 const listen = process.env.SMTP_LB_LISTEN ?? '127.0.0.1:2525';
@@ -20,25 +20,21 @@ const [host, port] = [
 const mailDir = join(root, 'demo-mail');
 
 async function demoBackend(port) {
-  const backend = await startCaptureBackend({
+  return startSmtpServerBackend({
     port,
     hostname: `backend-${port}.example.test`,
-    greeting: `220 backend-${port}.example.test ESMTP demo`,
     dataReply: (msg) => {
       const id = `${port}-${msg.id}`;
       mkdirSync(join(mailDir, String(port)), { recursive: true });
       const file = join(mailDir, String(port), `${id}.eml`);
       writeFileSync(file, msg.data);
-      const session = backend.sessions.find((s) => s.id === msg.sessionId);
-      const client = session?.xclient.ADDR ?? 'unknown';
       console.log(
         `[demo backend :${port}] message from ${msg.mailFrom} for ${msg.rcptTo.join(', ')} ` +
-          `(client ${client}) saved to ${file}`,
+          `(client ${msg.client.address}) saved to ${file}`,
       );
-      return `250 2.0.0 Ok: queued as ${id}`;
+      return `Ok: queued as ${id}`;
     },
   });
-  return backend;
 }
 
 await demoBackend(2526);

@@ -28,7 +28,7 @@ test('the demo relays its first message to a demo backend and saves it', async (
       const timer = setTimeout(() => reject(new Error(`no demo message within 30 s:\n${out}`)), 30_000);
       const check = () => {
         const m =
-          /\[demo\] sent one message through smtp-lb on \S+: (250 2\.0\.0 Ok: queued as (\d+)-(\d+))/.exec(
+          /\[demo\] sent one message through smtp-lb on \S+: (250 2\.6\.0 Ok: queued as (\d+)-(\d+))/.exec(
             out,
           );
         if (m) {

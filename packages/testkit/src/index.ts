@@ -14,5 +14,6 @@ export * from './redis-sentinel.js';
 export * from './rspamd.js';
 export * from './seeded-random.js';
 export * from './slapd.js';
+export * from './smtp-server-backend.js';
 export * from './smtp-sink.js';
 export * from './swaks.js';
