@@ -28,6 +28,14 @@ export const replies = {
   nulByte: () => reply(550, '5.6.0', 'Message contains a NUL byte, which is not allowed in SMTP content'),
   utf8NotAllowed: () =>
     reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter on MAIL FROM (RFC 6531)'),
+  requireTlsUnsupported: () =>
+    reply(550, '5.7.30', 'REQUIRETLS support required, and the backend for this recipient cannot give it'),
+  eightBitUnsupported: () =>
+    reply(
+      550,
+      '5.6.3',
+      'Conversion required but not supported: the backend for this recipient lacks 8BITMIME',
+    ),
   utf8Unsupported: () => reply(553, '5.6.7', 'The backend does not support SMTPUTF8 for this address'),
 
   // ---- recipient maps (the listener's `recipients`)

@@ -281,6 +281,14 @@ export class ProxySession implements FrontSession {
           ? undefined
           : { address: tx.mail.address, params: params(tx.mail.args, bound.conn) };
         if (mail && utf8 && mail.params.SMTPUTF8 === undefined) return replies.utf8Unsupported();
+        const unhonoured = mail && this.#unhonoured(tx.mail.args, bound.conn);
+        if (unhonoured) {
+          this.log.info(
+            { backend: bound.backend.id, reply: unhonoured.lines[0] },
+            'the backend cannot honour MAIL',
+          );
+          return unhonoured;
+        }
         const res = await bound.conn.envelope(mail, [rcpt]);
         if (res.mail) {
           this.#count(bound, 'MAIL', res.mail);
@@ -425,6 +433,21 @@ export class ProxySession implements FrontSession {
       this.#tx = undefined;
       this.#d.metrics.transactionDuration.observe({ pool }, Number(process.hrtime.bigint() - started) / 1e9);
     }
+  }
+
+  /**
+   * What the bound backend cannot honour of MAIL's parameters is refused, not dropped: a message
+   * that asked for REQUIRETLS never travels in plaintext or to a backend that does not promise it
+   * onwards (RFC 8689 5), and an 8-bit body never goes to a backend without 8BITMIME (we do not
+   * convert). DSN's parameters are still passed only where offered (README, capabilities).
+   */
+  #unhonoured(args: SmtpAddress['args'], conn: UpstreamConnection): Reply | undefined {
+    if (args.REQUIRETLS !== undefined && !(conn.secure && conn.capabilities.has('REQUIRETLS')))
+      return replies.requireTlsUnsupported();
+    const body = args.BODY;
+    if (typeof body === 'string' && body.toUpperCase() === '8BITMIME' && !conn.capabilities.has('8BITMIME'))
+      return replies.eightBitUnsupported();
+    return undefined;
   }
 
   /** The client went away (QUIT, close, timeout): release the backend. */
