@@ -100,6 +100,7 @@ const VARIANTS: Array<[string, string[]]> = [
   ['ci/consul-redis-values.yaml', ['-f', join(CHART, 'ci/consul-redis-values.yaml')]],
   ['ci/proxy-protocol-values.yaml', ['-f', join(CHART, 'ci/proxy-protocol-values.yaml')]],
   ['ci/submission-values.yaml', ['-f', join(CHART, 'ci/submission-values.yaml')]],
+  ['ci/outbound-values.yaml', ['-f', join(CHART, 'ci/outbound-values.yaml')]],
   ...CLOUD_LBS.map((f): [string, string[]] => [`ci/${f}`, ['-f', join(CHART, 'ci', f)]]),
 ];
 
