@@ -110,6 +110,20 @@ export function createClient(target: RedisTarget, role: ClientRole): LedgerClien
   );
 }
 
+const ignore = () => undefined;
+
+/**
+ * disconnect(), and keep the sockets it ends from crashing the process: ended in the middle of a
+ * TLS handshake, a socket whose certificate check then fails emits a second error (the server's
+ * "decode error" alert for the half-closed handshake) after ioredis' one-shot error listeners are
+ * spent, and an 'error' without a listener is an uncaught exception. (Cluster: the pool's nodes.)
+ */
+export function disconnectClient(client: LedgerClient): void {
+  const conns = client instanceof Cluster ? client.nodes('all') : [client];
+  for (const c of conns) c.stream?.on('error', ignore);
+  client.disconnect();
+}
+
 /** QUIT within `ms`, then disconnect() whatever happened, so that nothing reconnects afterwards. */
 export async function closeClient(client: LedgerClient, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
@@ -118,5 +132,5 @@ export async function closeClient(client: LedgerClient, ms: number): Promise<voi
   });
   await Promise.race([client.quit(), late]).catch(() => undefined);
   clearTimeout(timer);
-  client.disconnect();
+  disconnectClient(client);
 }

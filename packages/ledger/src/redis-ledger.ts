@@ -3,7 +3,13 @@
 // (DESIGN.md invariant 2) and a dead node's slots stop counting within the lease ttl (invariant 3).
 
 import { commandName, defineLedgerCommands, type ScriptName } from './commands.js';
-import { closeClient, createClient, type LedgerClient, type RedisTarget } from './connect.js';
+import {
+  closeClient,
+  createClient,
+  disconnectClient,
+  type LedgerClient,
+  type RedisTarget,
+} from './connect.js';
 import { checkReply, LedgerError, ReplyCode } from './errors.js';
 import { checkCap } from './memory-ledger.js';
 import { RedisKeys } from './redis-keys.js';
@@ -176,8 +182,8 @@ export class RedisLedger implements Ledger {
       if (!ledger.synced) throw new Error('first heartbeat failed');
     } catch (err) {
       ledger.closed = true;
-      client.disconnect();
-      subscriber.disconnect();
+      disconnectClient(client);
+      disconnectClient(subscriber);
       throw new LedgerError(
         'LEDGER_UNAVAILABLE',
         `ledger: Redis unreachable: ${(err as Error).message}`,

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import {
   freePort,
   type ManagedProcess,
@@ -103,6 +104,26 @@ describe('RedisLedger connection options', { timeout: 30_000 }, () => {
         }),
         (e: unknown) => (e as { code?: string }).code === 'LEDGER_UNAVAILABLE',
       );
+    });
+
+    it('giving up on that server mid-handshake, many times over, crashes nothing', async () => {
+      // A create() that times out disconnects whatever TLS handshake is under way; the failed
+      // certificate check and then the server's alert for the half-closed handshake were two
+      // socket errors, the second one uncaught (a flake of the test above in loaded runs). The
+      // short, varied timeouts put the disconnect in every phase of the retried handshakes.
+      const deadline = Date.now() + 10_000;
+      for (let i = 0; i < 40 && Date.now() < deadline; i++) {
+        await assert.rejects(
+          RedisLedger.create({
+            ...base,
+            redis: `rediss://127.0.0.1:${tlsPort}`,
+            keyPrefix: uniquePrefix('tls-abort'),
+            connectTimeoutMs: 10 + ((i * 37) % 150),
+          }),
+          (e: unknown) => (e as { code?: string }).code === 'LEDGER_UNAVAILABLE',
+        );
+      }
+      await delay(300); // a late socket error would be uncaught here, and fail this test
     });
   });
 
