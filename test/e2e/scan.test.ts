@@ -292,4 +292,45 @@ describe('content scanning through a node in front of Postfix', { timeout: 180_0
       slow.close();
     }
   });
+
+  test('a milter that discards: refused with 554 5.7.1 and a log line, nothing queued', async () => {
+    // A milter of a few lines: negotiates, continues everything, discards at end of body.
+    const packet = (code: string, data = Buffer.alloc(0)) => {
+      const head = Buffer.alloc(5);
+      head.writeUInt32BE(data.length + 1, 0);
+      head[4] = code.charCodeAt(0);
+      return Buffer.concat([head, data]);
+    };
+    const milter = net.createServer((sock) => {
+      let buf = Buffer.alloc(0);
+      sock.on('error', () => {});
+      sock.on('data', (d) => {
+        buf = Buffer.concat([buf, d]);
+        while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+          const len = buf.readUInt32BE(0);
+          const cmd = String.fromCharCode(buf[4]!);
+          buf = buf.subarray(4 + len);
+          if (cmd === 'O') {
+            const opts = Buffer.alloc(12);
+            opts.writeUInt32BE(6, 0);
+            sock.write(packet('O', opts));
+          } else if (cmd === 'E') sock.write(packet('d'));
+          else if (cmd !== 'D' && cmd !== 'A' && cmd !== 'Q') sock.write(packet('c'));
+        }
+      });
+    });
+    const port = await freePort();
+    await new Promise<void>((r) => milter.listen(port, '127.0.0.1', r));
+    try {
+      const n = await start(`  spam: { milter: { address: "127.0.0.1:${port}" }, onError: defer }\n`);
+      const r = await send(n.port, 'discarded@example.org', 'hi', 'x');
+      assert.equal(r.code, 554, r.raw);
+      assert.match(r.raw, /^554 5\.7\.1 /);
+      assert.ok(n.logs.some((l) => l.msg === 'message discarded by the scanner: refused'));
+      assert.equal(await metric(n, 'smtp_lb_scan_verdicts_total', { scanner: 'spam', action: 'discard' }), 1);
+      await nothingFrom(pf, 'discarded@example.org');
+    } finally {
+      milter.close();
+    }
+  });
 });

@@ -213,14 +213,15 @@ describe('the milter client against milters that misbehave', T, () => {
     await m.close();
   });
 
-  test('garbage, silence and a custom reply: EPROTOCOL, ETIMEOUT, the reply itself', async () => {
-    let mode: 'garbage' | 'hang' | 'custom' = 'garbage';
+  test('garbage, silence, a custom reply, discard: EPROTOCOL, ETIMEOUT, the reply itself, discard', async () => {
+    let mode: 'garbage' | 'hang' | 'custom' | 'discard' = 'garbage';
     const m = await fakeMilter((p) => {
       if (p.code === Cmd.optneg) return optneg(6, 0, 0);
       if (p.code === Cmd.macro) return undefined;
       if (p.code !== Cmd.bodyEnd) return cont;
       if (mode === 'garbage') return Buffer.from([0, 0, 0, 2, 0x5a, 0x5a]);
       if (mode === 'hang') return 'hang';
+      if (mode === 'discard') return encodePacket(Rep.discard);
       return Buffer.concat([
         encodePacket(Rep.progress),
         encodePacket(Rep.addHeader, Buffer.from('X-Spam\0yes\0')),
@@ -239,6 +240,9 @@ describe('the milter client against milters that misbehave', T, () => {
     assert.equal(v.action, 'reject');
     assert.deepEqual(v.reply, { code: 550, enhanced: '5.7.1', lines: ['5.7.1 not today'] });
     assert.deepEqual(v.modifications, ['h']);
+    mode = 'discard';
+    const d = await scan(s, envelope('g4'), message('hi', 'x'));
+    assert.equal(d.action, 'discard');
     s.close();
     await scanner.close();
     await m.close();
