@@ -19,7 +19,7 @@ import {
   startPostfix,
   startRspamd,
 } from '@smtp-lb/testkit';
-import { simpleConfig, startNode, type TestNode } from '../helpers/node.js';
+import { configFrom, simpleConfig, startNode, type TestNode } from '../helpers/node.js';
 import { type RawReply, SmtpDialog } from '../helpers/smtp-dialog.js';
 
 const CLIENT = '127.0.0.2';
@@ -335,5 +335,31 @@ describe('content scanning through a node in front of Postfix', { timeout: 180_0
     } finally {
       milter.close();
     }
+  });
+
+  test('SIGHUP: a listener starts scanning, a scanner changes address, without a restart', async () => {
+    const yaml = (scan: string, scanners: string) =>
+      simpleConfig([pf.address], { extraListener: scan, extraTop: scanners })
+        // The reload must keep the listener where it is.
+        .replace('listen: 127.0.0.1:0', `listen: 127.0.0.1:${port}`);
+    const port = await freePort();
+    const n = await startNode(yaml('', ''));
+    nodes.push(n);
+    assert.equal((await send(n.port, 'hup1@example.org', 'hello', RSPAMD_GTUBE.reject)).code, 250);
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    await n.node.reload(
+      configFrom(
+        yaml('    scan: spam\n', `scanners:\n  spam: { rspamd: { url: "${dead}" }, onError: defer }\n`),
+      ),
+    );
+    const down = await send(n.port, 'hup2@example.org', 'hello', RSPAMD_GTUBE.reject);
+    assert.equal(down.raw, wireReply(replies.scanUnavailable()));
+    await n.node.reload(
+      configFrom(
+        yaml('    scan: spam\n', `scanners:\n  spam: { rspamd: { url: "${rspamd.url}" }, onError: defer }\n`),
+      ),
+    );
+    const spam = await send(n.port, 'hup3@example.org', 'hello', RSPAMD_GTUBE.reject);
+    assert.equal(spam.raw, wireReply(replies.scanReject('Gtube pattern')));
   });
 });
