@@ -12,10 +12,13 @@ const require = createRequire(join(root, 'packages/proxy/package.json'));
 const { startSmtpServerBackend } = await import(join(root, 'packages/testkit/dist/src/index.js'));
 const nodemailer = (await import(require.resolve('nodemailer'))).default;
 
-const listen = process.env.SMTP_LB_LISTEN ?? '127.0.0.1:2525';
-const [host, port] = [
-  listen.slice(0, listen.lastIndexOf(':')),
-  Number(listen.slice(listen.lastIndexOf(':') + 1)),
+// The defaults are examples/smtp-lb.yaml's; the same variables move the demo (the e2e test does).
+const listen = process.env.SMTP_LB_LISTEN || '127.0.0.1:2525';
+const portOf = (address) => Number(address.slice(address.lastIndexOf(':') + 1));
+const [host, port] = [listen.slice(0, listen.lastIndexOf(':')), portOf(listen)];
+const backends = [
+  process.env.SMTP_LB_DEMO_BACKEND_1 || '127.0.0.1:2526',
+  process.env.SMTP_LB_DEMO_BACKEND_2 || '127.0.0.1:2527',
 ];
 const mailDir = join(root, 'demo-mail');
 
@@ -37,8 +40,7 @@ async function demoBackend(port) {
   });
 }
 
-await demoBackend(2526);
-await demoBackend(2527);
+for (const address of backends) await demoBackend(portOf(address));
 const node = spawn(
   process.execPath,
   [join(root, 'packages/proxy/dist/src/cli.js'), '--config', join(root, 'examples/smtp-lb.yaml')],
@@ -71,7 +73,7 @@ for (let i = 0; ; i++) {
   }
 }
 console.log(`
-smtp-lb is running on ${listen} in front of demo backends on 127.0.0.1:2526 and :2527.
+smtp-lb is running on ${listen} in front of demo backends on ${backends.join(' and ')}.
 Send a message yourself:
   swaks --server ${listen} --from you@example.org --to postmaster@example.test
 Messages land in ${mailDir}/. Ctrl-C stops everything.

@@ -2,7 +2,7 @@
 // example config, one message sent through it and saved where the README says.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { freePort } from '@smtp-lb/testkit';
@@ -10,9 +10,16 @@ import { freePort } from '@smtp-lb/testkit';
 const ROOT = resolve(import.meta.dirname, '../../..');
 
 test('the demo relays its first message to a demo backend and saves it', async () => {
-  const port = await freePort('127.0.0.1');
+  // Free ports rather than the defaults (2525-2527, admin 9090): another run may be using them.
+  const [port, b1, b2, admin] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const child = spawn(process.execPath, [join(ROOT, 'scripts/start.mjs')], {
-    env: { ...process.env, SMTP_LB_LISTEN: `127.0.0.1:${port}` },
+    env: {
+      ...process.env,
+      SMTP_LB_LISTEN: `127.0.0.1:${port}`,
+      SMTP_LB_DEMO_BACKEND_1: `127.0.0.1:${b1}`,
+      SMTP_LB_DEMO_BACKEND_2: `127.0.0.1:${b2}`,
+      SMTP_LB_ADMIN_LISTEN: `127.0.0.1:${admin}`,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -40,11 +47,14 @@ test('the demo relays its first message to a demo backend and saves it', async (
       child.once('exit', () => reject(new Error(`the demo exited early:\n${out}`)));
     });
     const [, , backendPort, n] = sent;
+    assert.ok([String(b1), String(b2)].includes(backendPort!), `saved by backend ${backendPort}:\n${out}`);
     const saved = join(ROOT, 'demo-mail', backendPort!, `${backendPort}-${n}.eml`);
     assert.ok(existsSync(saved), `${saved} missing:\n${out}`);
     assert.match(readFileSync(saved, 'latin1'), /This message went through smtp-lb to a demo backend\./);
   } finally {
     child.kill('SIGTERM');
-    assert.equal(await exited, 0, out);
+    const code = await exited;
+    for (const b of [b1, b2]) rmSync(join(ROOT, 'demo-mail', String(b)), { recursive: true, force: true });
+    assert.equal(code, 0, out);
   }
 });
