@@ -3,9 +3,14 @@
 // catalogue entry (packages/proxy/src/replies.ts). The README's table is checked against the
 // catalogue by packages/proxy/test/replies.test.ts; this is the "each has a test" side.
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
+import { type TLSSocket, connect as tlsConnect } from 'node:tls';
 import { replies, wireReply } from '@smtp-lb/proxy';
-import { type CaptureBackend, startCaptureBackend } from '@smtp-lb/testkit';
+import { type CaptureBackend, selfSignedCert, startCaptureBackend } from '@smtp-lb/testkit';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { simpleConfig, startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
@@ -33,6 +38,31 @@ async function open(ehlo = true): Promise<SmtpDialog> {
   assert.equal((await c.read()).raw, wireReply(replies.greeting('mx.test')));
   if (ehlo) assert.equal((await c.cmd('EHLO client.test')).code, 250);
   return c;
+}
+
+/** Writes `line` (if any) and resolves with the next whole reply as it came (every line). */
+function replyReader(socket: Socket | TLSSocket): (line?: string) => Promise<string> {
+  let buf = '';
+  let wake: (() => void) | undefined;
+  socket.on('data', (b: Buffer) => {
+    buf += b.toString('latin1');
+    wake?.();
+  });
+  return async (line) => {
+    if (line) socket.write(line);
+    for (let i = 0; i < 500; i++) {
+      const m = /^(?:\d{3}-[^\r\n]*\r\n)*\d{3} [^\r\n]*\r\n/.exec(buf);
+      if (m) {
+        buf = buf.slice(m[0].length);
+        return m[0];
+      }
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 20);
+      });
+    }
+    throw new Error(`no reply; have ${JSON.stringify(buf)}`);
+  };
 }
 
 async function expect(c: SmtpDialog, line: string, made: Made): Promise<void> {
@@ -155,5 +185,56 @@ describe('the replies the node makes itself, each made to happen', { timeout: 12
     long.write(`NOOP ${'x'.repeat(17 * 1024)}`);
     assert.equal((await long.read()).raw, wireReply(replies.lineTooLong()));
     await long.waitClosed();
+  });
+
+  test('STARTTLS: a syntax error, 220 2.0.0, and TLS already active inside it', async () => {
+    const { key, cert } = await selfSignedCert();
+    const dir = mkdtempSync(join(tmpdir(), 'smtp-lb-front-replies-'));
+    writeFileSync(join(dir, 'tls.key'), key);
+    writeFileSync(join(dir, 'tls.crt'), cert);
+    const node = await startNode(
+      simpleConfig([backend.address], {
+        extraListener: `    tls: { cert: "${join(dir, 'tls.crt')}", key: "${join(dir, 'tls.key')}" }`,
+      }),
+    );
+    cleanup.push(() => node.stop());
+    const plain = await new Promise<Socket>((resolve) => {
+      const s = connect(node.port, '127.0.0.1', () => resolve(s));
+    });
+    const say = replyReader(plain);
+    await say();
+    assert.equal((await say('EHLO client.test\r\n')).slice(0, 4), '250-');
+    assert.equal(await say('STARTTLS now\r\n'), wireReply(replies.startTlsSyntax()));
+    assert.equal(await say('STARTTLS\r\n'), wireReply(replies.startTls()));
+    plain.removeAllListeners('data');
+    const secure = tlsConnect({ socket: plain, rejectUnauthorized: false });
+    await new Promise<void>((r) => secure.once('secureConnect', () => r()));
+    const inside = replyReader(secure);
+    assert.equal((await inside('EHLO client.test\r\n')).slice(0, 4), '250-');
+    assert.equal(await inside('STARTTLS\r\n'), wireReply(replies.tlsActive()));
+    secure.destroy();
+  });
+
+  test('idle timeout: 421 4.4.2 with our name, then the close', async () => {
+    const node = await startNode(
+      simpleConfig([backend.address], { extraListener: '    timeouts: { idle: 1s }' }),
+    );
+    cleanup.push(() => node.stop());
+    const c = await SmtpDialog.open(node.port);
+    await c.read();
+    assert.equal((await c.read(5000)).raw, wireReply(replies.idleTimeout('mx.test')));
+    await c.waitClosed();
+  });
+
+  test('a drain: an idle session gets 421 4.3.2', async () => {
+    const node = await startNode(simpleConfig([backend.address]));
+    cleanup.push(() => node.stop());
+    const c = await SmtpDialog.open(node.port);
+    await c.read();
+    await c.cmd('EHLO client.test');
+    const drained = node.node.drain();
+    assert.equal((await c.read(5000)).raw, wireReply(replies.draining()));
+    await c.waitClosed();
+    await drained;
   });
 });

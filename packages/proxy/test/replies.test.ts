@@ -112,7 +112,6 @@ function testSources(): string {
  * client's reply with `replies.<name>(...)`.
  */
 const BY_CODE_ONLY = new Set<string>([
-  'draining',
   'utf8Unsupported',
   'unknownRecipient',
   'recipientLookupFailed',
@@ -142,12 +141,8 @@ const BY_CODE_ONLY = new Set<string>([
   'tarpitFull',
   'notAClient',
   'dnsbl',
-  'startTls',
-  'idleTimeout',
   'commandTimeout',
   'dataTooSlow',
-  'tlsActive',
-  'startTlsSyntax',
   'internalError',
   'hostLockedOut',
   'hostOverLimit',
