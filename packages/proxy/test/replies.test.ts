@@ -146,6 +146,8 @@ const BY_CODE_ONLY = new Set<string>([
   'internalError',
   'hostLockedOut',
   'hostOverLimit',
+  'requireTlsUnsupported',
+  'eightBitUnsupported',
 ]);
 
 test('every entry has a test that makes it happen and names it (or is listed as still tested by code)', () => {
