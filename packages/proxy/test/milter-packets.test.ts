@@ -154,3 +154,26 @@ test('custom replies: 4xx/5xx with their enhanced code, multi-line, or refused',
   assert.equal(parseReplyCode(Buffer.from('554 a\r\n451 b')), undefined);
   assert.equal(parseReplyCode(Buffer.from('hello')), undefined);
 });
+
+test('custom replies from arbitrary bytes: undefined, or a 4xx/5xx whose lines carry no CR or LF', T, () => {
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a)),
+        fc
+          .array(fc.tuple(fc.integer({ min: 200, max: 599 }), fc.stringMatching(/^[ -~]{0,30}$/)), {
+            minLength: 1,
+            maxLength: 4,
+          })
+          .map((ls) => Buffer.from(`${ls.map(([c, t]) => `${c} ${t}`).join('\r\n')}\0`)),
+      ),
+      (data) => {
+        const r = parseReplyCode(data);
+        if (r === undefined) return;
+        assert.ok(r.code >= 400 && r.code < 600);
+        assert.ok(r.lines.length > 0 && r.lines.every((l) => !/[\r\n]/.test(l)));
+      },
+    ),
+    RUNS,
+  );
+});

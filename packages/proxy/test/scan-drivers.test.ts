@@ -13,6 +13,7 @@ import {
   type RspamdInstance,
   startRspamd,
 } from '@smtp-lb/testkit';
+import fc from 'fast-check';
 import {
   Cmd,
   encodePacket,
@@ -23,8 +24,9 @@ import {
   Rep,
 } from '../src/scan/milter/packets.js';
 import { MilterScanner } from '../src/scan/milter.js';
-import { RspamdScanner } from '../src/scan/rspamd.js';
+import { parseCheckV2, RspamdScanner } from '../src/scan/rspamd.js';
 import type { ScanEnvelope, Scanner, ScannerSession, ScanVerdict } from '../src/scan/scanner.js';
+import { ScanError } from '../src/scan/scanner.js';
 
 const T = { timeout: 60_000 };
 
@@ -324,4 +326,38 @@ describe('backpressure', T, () => {
     for (const s of held) s.destroy();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
+});
+
+test('parseCheckV2 on any answer: a verdict rspamd could mean, or a ScanError; never anything else', () => {
+  const actions = ['no action', 'add header', 'rewrite subject', 'greylist', 'soft reject', 'reject'];
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.string({ maxLength: 200 }),
+        fc.json({ maxDepth: 3 }),
+        fc
+          .record({
+            action: fc.oneof(fc.constantFrom(...actions), fc.string({ maxLength: 20 }), fc.integer()),
+            score: fc.oneof(fc.double(), fc.string({ maxLength: 5 })),
+            symbols: fc.dictionary(fc.string({ maxLength: 20 }), fc.record({ score: fc.double() }), {
+              maxKeys: 8,
+            }),
+            messages: fc.record({ smtp_message: fc.string({ maxLength: 600 }) }),
+          })
+          .map((o) => JSON.stringify(o)),
+      ),
+      (text) => {
+        try {
+          const v = parseCheckV2(text);
+          assert.ok(['accept', 'reject', 'defer'].includes(v.action));
+          assert.ok(actions.includes(v.said));
+          if (v.text !== undefined) assert.match(v.text, /^[ -~]{1,400}$/);
+          assert.ok((v.symbols ?? []).length <= 5);
+        } catch (err) {
+          assert.ok(err instanceof ScanError, String(err));
+        }
+      },
+    ),
+    { seed: 15, numRuns: 500, interruptAfterTimeLimit: 10_000 },
+  );
 });
