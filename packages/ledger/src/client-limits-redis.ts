@@ -14,7 +14,7 @@ import type {
   RateResult,
   SessionCaps,
 } from './client-limits.js';
-import { closeClient, createClient, type LedgerClient, type RedisTarget } from './connect.js';
+import { closeClient, createClient, type LedgerClient, type RedisTarget, withTimeout } from './connect.js';
 import { LedgerError, ReplyCode, scriptError } from './errors.js';
 import { once } from './types.js';
 
@@ -121,7 +121,7 @@ export class RedisClientLimits implements ClientLimits {
     try {
       if (client.status !== 'ready') {
         const ready = new Promise<void>((resolve) => client.once('ready', () => resolve()));
-        await limits.#withTimeout(ready, connectTimeoutMs, 'connect');
+        await withTimeout(ready, connectTimeoutMs, 'connect');
       }
     } catch (err) {
       await limits.close();
@@ -253,7 +253,7 @@ export class RedisClientLimits implements ClientLimits {
       this.#client as unknown as Record<string, (...a: Array<string | number>) => Promise<unknown>>
     )[clientLimitsCommand(name)]!;
     try {
-      const reply = await this.#withTimeout(fn.apply(this.#client, args), this.#timeoutMs, name);
+      const reply = await withTimeout(fn.apply(this.#client, args), this.#timeoutMs, name);
       if (!Array.isArray(reply) || !reply.every((v) => typeof v === 'number')) {
         throw new LedgerError(
           'LEDGER_UNKNOWN_REPLY',
@@ -278,19 +278,5 @@ export class RedisClientLimits implements ClientLimits {
           });
     if (!this.#closed) this.#o.onError?.(e);
     return e;
-  }
-
-  #withTimeout<T>(p: Promise<T>, ms: number, command: string): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new LedgerError('LEDGER_TIMEOUT', `${command}: no reply from Redis within ${ms} ms`, command),
-          ),
-        ms,
-      );
-    });
-    return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
   }
 }

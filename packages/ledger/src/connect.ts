@@ -3,6 +3,7 @@
 // at once (the ledger then degrades) instead of hanging or running twice after a reconnect.
 import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { LedgerError } from './errors.js';
 
 export type RedisTarget =
   /** redis://[user:password@]host:port/db, or rediss:// for TLS. */
@@ -133,4 +134,17 @@ export async function closeClient(client: LedgerClient, ms: number): Promise<voi
   await Promise.race([client.quit(), late]).catch(() => undefined);
   clearTimeout(timer);
   disconnectClient(client);
+}
+
+/** `p`, or LEDGER_TIMEOUT after `ms`: a Redis that stops answering must not hold a session. */
+export function withTimeout<T>(p: Promise<T>, ms: number, command: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new LedgerError('LEDGER_TIMEOUT', `${command}: no reply from Redis within ${ms} ms`, command)),
+      ms,
+    );
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

@@ -9,6 +9,7 @@ import {
   disconnectClient,
   type LedgerClient,
   type RedisTarget,
+  withTimeout,
 } from './connect.js';
 import { checkReply, LedgerError, ReplyCode } from './errors.js';
 import { checkCap } from './memory-ledger.js';
@@ -78,18 +79,6 @@ function toLedgerError(err: unknown): LedgerError {
 
 /** Redis away or too slow, as opposed to a script refusing (a bug, or foreign data in a key). */
 const isOutage = (e: LedgerError) => e.code === 'LEDGER_UNAVAILABLE' || e.code === 'LEDGER_TIMEOUT';
-
-function withTimeout<T>(p: Promise<T>, ms: number, command: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(new LedgerError('LEDGER_TIMEOUT', `${command}: no reply from Redis within ${ms} ms`, command)),
-      ms,
-    );
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
 
 function waitReady(client: LedgerClient, ms: number): Promise<void> {
   if (client.status === 'ready') return Promise.resolve();

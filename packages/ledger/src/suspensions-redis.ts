@@ -3,7 +3,7 @@
 // under versioned names so two releases can share one Redis.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { closeClient, createClient, type LedgerClient, type RedisTarget } from './connect.js';
+import { closeClient, createClient, type LedgerClient, type RedisTarget, withTimeout } from './connect.js';
 import { LedgerError, scriptError } from './errors.js';
 import { inForce, type Suspension, type Suspensions } from './suspensions.js';
 
@@ -199,16 +199,4 @@ export class RedisSuspensions implements Suspensions {
     if (!this.#closed) this.#o.onError?.(e);
     return e;
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, command: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(new LedgerError('LEDGER_TIMEOUT', `${command}: no reply from Redis within ${ms} ms`, command)),
-      ms,
-    );
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
