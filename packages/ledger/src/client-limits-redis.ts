@@ -14,8 +14,17 @@ import type {
   RateResult,
   SessionCaps,
 } from './client-limits.js';
-import { closeClient, createClient, type LedgerClient, type RedisTarget, withTimeout } from './connect.js';
-import { LedgerError, ReplyCode, scriptError } from './errors.js';
+import {
+  asLedgerError,
+  closeClient,
+  createClient,
+  type LedgerClient,
+  type RedisTarget,
+  runScript,
+  unknownReply,
+  withTimeout,
+} from './connect.js';
+import { LedgerError, ReplyCode } from './errors.js';
 import { once } from './types.js';
 
 export * from './client-limits.js';
@@ -249,20 +258,9 @@ export class RedisClientLimits implements ClientLimits {
   }
 
   async #run(name: ClientLimitsScript, args: Array<string | number>): Promise<number[]> {
-    const fn = (
-      this.#client as unknown as Record<string, (...a: Array<string | number>) => Promise<unknown>>
-    )[clientLimitsCommand(name)]!;
     try {
-      const reply = await withTimeout(fn.apply(this.#client, args), this.#timeoutMs, name);
-      if (!Array.isArray(reply) || !reply.every((v) => typeof v === 'number')) {
-        throw new LedgerError(
-          'LEDGER_UNKNOWN_REPLY',
-          `${name}: unexpected reply ${JSON.stringify(reply)}`,
-          name,
-        );
-      }
-      const code = reply[0] as number;
-      if (code < 0) throw scriptError(name, code);
+      const reply = await runScript(this.#client, clientLimitsCommand(name), args, this.#timeoutMs, name);
+      if (!reply.every((v) => typeof v === 'number')) throw unknownReply(name, reply);
       return reply as number[];
     } catch (err) {
       throw this.#failed(name, err);
@@ -270,12 +268,7 @@ export class RedisClientLimits implements ClientLimits {
   }
 
   #failed(command: string, err: unknown): LedgerError {
-    const e =
-      err instanceof LedgerError
-        ? err
-        : new LedgerError('LEDGER_UNAVAILABLE', `${command}: ${(err as Error).message}`, command, {
-            cause: err,
-          });
+    const e = asLedgerError(command, err);
     if (!this.#closed) this.#o.onError?.(e);
     return e;
   }

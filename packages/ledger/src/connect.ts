@@ -3,7 +3,7 @@
 // at once (the ledger then degrades) instead of hanging or running twice after a reconnect.
 import type { ConnectionOptions } from 'node:tls';
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
-import { LedgerError } from './errors.js';
+import { LedgerError, scriptError } from './errors.js';
 
 export type RedisTarget =
   /** redis://[user:password@]host:port/db, or rediss:// for TLS. */
@@ -147,4 +147,39 @@ export function withTimeout<T>(p: Promise<T>, ms: number, command: string): Prom
     );
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Any failure of a Redis call as a LedgerError: ours as they are, anything else LEDGER_UNAVAILABLE. */
+export function asLedgerError(command: string, err: unknown): LedgerError {
+  return err instanceof LedgerError
+    ? err
+    : new LedgerError('LEDGER_UNAVAILABLE', `${command}: ${(err as Error).message}`, command, { cause: err });
+}
+
+export function unknownReply(command: string, reply: unknown): LedgerError {
+  return new LedgerError(
+    'LEDGER_UNKNOWN_REPLY',
+    `${command}: unexpected reply ${JSON.stringify(reply)}`,
+    command,
+  );
+}
+
+/**
+ * Runs the script defined as `command` within `ms`. Scripts answer an array led by their code: a
+ * negative code becomes its typed error, anything not of that shape LEDGER_UNKNOWN_REPLY.
+ */
+export async function runScript(
+  client: LedgerClient,
+  command: string,
+  args: Array<string | number>,
+  ms: number,
+  name: string,
+): Promise<unknown[]> {
+  const fn = (client as unknown as Record<string, (...a: Array<string | number>) => Promise<unknown>>)[
+    command
+  ]!;
+  const reply = await withTimeout(fn.apply(client, args), ms, name);
+  if (!Array.isArray(reply) || typeof reply[0] !== 'number') throw unknownReply(name, reply);
+  if (reply[0] < 0) throw scriptError(name, reply[0]);
+  return reply;
 }

@@ -3,8 +3,16 @@
 // under versioned names so two releases can share one Redis.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { closeClient, createClient, type LedgerClient, type RedisTarget, withTimeout } from './connect.js';
-import { LedgerError, scriptError } from './errors.js';
+import {
+  asLedgerError,
+  closeClient,
+  createClient,
+  type LedgerClient,
+  type RedisTarget,
+  runScript,
+  withTimeout,
+} from './connect.js';
+import { LedgerError } from './errors.js';
 import { inForce, type Suspension, type Suspensions } from './suspensions.js';
 
 export * from './suspensions.js';
@@ -170,32 +178,21 @@ export class RedisSuspensions implements Suspensions {
   }
 
   async #run(name: SendersScript, args: string[]): Promise<unknown[]> {
-    const fn = (this.#client as unknown as Record<string, (...a: string[]) => Promise<unknown>>)[
-      sendersCommand(name)
-    ]!;
     try {
-      const reply = await withTimeout(fn.apply(this.#client, args), this.#o.commandTimeoutMs ?? 1000, name);
-      if (!Array.isArray(reply) || typeof reply[0] !== 'number') {
-        throw new LedgerError(
-          'LEDGER_UNKNOWN_REPLY',
-          `${name}: unexpected reply ${JSON.stringify(reply)}`,
-          name,
-        );
-      }
-      if (reply[0] < 0) throw scriptError(name, reply[0]);
-      return reply;
+      return await runScript(
+        this.#client,
+        sendersCommand(name),
+        args,
+        this.#o.commandTimeoutMs ?? 1000,
+        name,
+      );
     } catch (err) {
       throw this.#failed(name, err);
     }
   }
 
   #failed(command: string, err: unknown): LedgerError {
-    const e =
-      err instanceof LedgerError
-        ? err
-        : new LedgerError('LEDGER_UNAVAILABLE', `${command}: ${(err as Error).message}`, command, {
-            cause: err,
-          });
+    const e = asLedgerError(command, err);
     if (!this.#closed) this.#o.onError?.(e);
     return e;
   }
