@@ -51,6 +51,8 @@ export interface RspamdOptions {
   startTimeoutMs?: number;
   /** Worker `task_timeout`. Default 8s (rspamd's). */
   taskTimeout?: string;
+  /** Options `max_message`: the largest message rspamd scans. Default 50Mb (rspamd's). */
+  maxMessage?: string;
 }
 
 export interface RspamdInstance {
@@ -131,8 +133,9 @@ rspamd_config:register_symbol({
 `;
 
 // Included with priority over the packaged options.inc (a plain duplicate key would lose to it).
-function options(dir: string, taskTimeout: string) {
+function options(dir: string, taskTimeout: string, maxMessage: string) {
   return `enable_test_patterns = true;
+max_message = ${maxMessage};
 disable_hyperscan = true;
 url_tld = "${dir}/tld.dat";
 task_timeout = ${taskTimeout};
@@ -248,7 +251,10 @@ export async function startRspamd(opts: RspamdOptions = {}): Promise<RspamdInsta
     for (const d of ['local.d', 'db', 'run', 'log']) await mkdir(sub(d));
     await writeFile(sub('tld.dat'), 'com\norg\nnet\ntest\nexample\n');
     await writeFile(sub('rspamd.conf'), config(ports));
-    await writeFile(path.join(sub('local.d'), 'options.inc'), options(dir.path, opts.taskTimeout ?? '8s'));
+    await writeFile(
+      path.join(sub('local.d'), 'options.inc'),
+      options(dir.path, opts.taskTimeout ?? '8s', opts.maxMessage ?? '50Mb'),
+    );
     for (const m of DISABLED_MODULES)
       await writeFile(path.join(sub('local.d'), `${m}.conf`), 'enabled = false;\n');
     await writeFile(path.join(sub('local.d'), 'regexp.conf'), REGEXP_CONF);
