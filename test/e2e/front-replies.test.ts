@@ -141,7 +141,7 @@ describe('the replies the node makes itself, each made to happen', { timeout: 12
     await c.cmd('MAIL FROM:<a@example.org>');
     await c.cmd('RCPT TO:<b@example.test>');
     await c.cmd('DATA');
-    c.write(`${'x'.repeat(2000)}\r\n.\r\n`);
+    c.write(`${`${'x'.repeat(76)}\r\n`.repeat(26)}.\r\n`); // 2028 bytes in lines of 78
     assert.equal((await c.read()).raw, wireReply(replies.tooBig(1000)));
     await c.cmd('MAIL FROM:<a@example.org>');
     await c.cmd('RCPT TO:<b@example.test>');

@@ -3,6 +3,9 @@
 // (CR, LF or CRLF, a dot, CR, LF or CRLF). Whatever follows is read as commands, so a message the node
 // let through with such a sequence inside shows up here as a second transaction. It records every
 // MAIL command and every message it took; it is not an oracle of what a message should contain.
+// With `recordBytes` it models another flaw instead: DATA is read in records like fgets() into a
+// fixed buffer (a line ends at LF or after that many bytes), and a record `.` CRLF ends the message,
+// so the tail of a long line that starts with `.` CRLF ends DATA early.
 import net from 'node:net';
 import { startCaptureBackend } from '@smtp-lb/testkit';
 import type { Cleanup } from './cleanup.js';
@@ -25,7 +28,12 @@ export interface LaxBackend {
 const END = /(?:\r\n|\r|\n)\.(?:\r\n|\r|\n)/;
 const START = /^\.(?:\r\n|\r|\n)/;
 
-export async function startLaxBackend(): Promise<LaxBackend> {
+export interface LaxOptions {
+  /** DATA read in records of at most this many bytes (fgets-style), ended by a `.` CRLF record. */
+  recordBytes?: number;
+}
+
+export async function startLaxBackend(opts: LaxOptions = {}): Promise<LaxBackend> {
   const mails: string[] = [];
   const messages: LaxMessage[] = [];
   const sockets = new Set<net.Socket>();
@@ -37,6 +45,7 @@ export async function startLaxBackend(): Promise<LaxBackend> {
     let buf = '';
     let from = '';
     let rcpts: string[] = [];
+    let records: string[] = [];
     const say = (s: string) => {
       if (!socket.destroyed) socket.write(`${s}\r\n`);
     };
@@ -66,8 +75,26 @@ export async function startLaxBackend(): Promise<LaxBackend> {
       if (verb === 'RSET' || verb === 'NOOP') return say('250 2.0.0 Ok');
       say('502 5.5.2 Error: command not recognized');
     };
+    const record = (size: number): boolean => {
+      const lf = buf.indexOf('\n');
+      const len = lf >= 0 && lf < size ? lf + 1 : buf.length >= size ? size : 0;
+      if (len === 0) return false;
+      const r = buf.slice(0, len);
+      buf = buf.slice(len);
+      if (/^\.\r?\n$/.test(r)) {
+        messages.push({ mailFrom: from, rcptTo: rcpts, data: Buffer.from(records.join(''), 'latin1') });
+        records = [];
+        inData = false;
+        say('250 2.0.0 Ok: queued');
+      } else records.push(r.startsWith('..') ? r.slice(1) : r);
+      return true;
+    };
     const pump = () => {
       for (;;) {
+        if (inData && opts.recordBytes !== undefined) {
+          if (!record(opts.recordBytes)) return;
+          continue;
+        }
         if (inData) {
           const m = START.exec(buf) ?? END.exec(buf);
           if (!m) return;

@@ -7,6 +7,7 @@ export const DEFAULTS = {
     maxRecipients: 1000,
     bareNewlines: 'normalize',
     nulBytes: 'reject',
+    longLines: 'reject',
     idleTimeout: '5m',
     commandTimeout: '5m',
     minDataRate: 500,

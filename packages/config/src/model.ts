@@ -12,6 +12,7 @@ export type ProxyProtocolVersion = 'off' | 'v1' | 'v2';
 export type XclientMode = 'auto' | 'off';
 export type BareNewlines = 'normalize' | 'reject';
 export type NulBytes = 'reject' | 'strip';
+export type LongLines = 'reject' | 'pass';
 export type BalancingPolicyName =
   | 'least-connections'
   | 'weighted-least-connections'
@@ -91,6 +92,11 @@ export interface ListenerConfig {
   bareNewlines: BareNewlines;
   /** NUL in DATA: reject the message (550 5.6.0), or remove it before the content is framed. */
   nulBytes: NulBytes;
+  /**
+   * A DATA line over 998 octets (RFC 5322 2.1.1): reject the message (550 5.6.0), or pass it as it
+   * is (only safe when every backend reads lines of any length: see the README on smuggling).
+   */
+  longLines: LongLines;
   /** CIDRs whose connections must start with a PROXY header; absent: PROXY not accepted. */
   proxyProtocol?: ListenerProxyProtocol;
   tls?: ListenerTls;

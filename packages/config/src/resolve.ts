@@ -528,6 +528,7 @@ class Resolver {
       bareNewlines: (str(raw.bareNewlines) ??
         DEFAULTS.listener.bareNewlines) as ListenerConfig['bareNewlines'],
       nulBytes: (str(raw.nulBytes) ?? DEFAULTS.listener.nulBytes) as ListenerConfig['nulBytes'],
+      longLines: (str(raw.longLines) ?? DEFAULTS.listener.longLines) as ListenerConfig['longLines'],
       ...optional(
         'proxyProtocol',
         proxy && {

@@ -221,6 +221,11 @@ export const ListenerSchema = Closed(
       'NUL in DATA: reject the message (550 5.6.0), or remove it before dots are stuffed.',
       DEFAULTS.listener.nulBytes,
     ),
+    longLines: OneOf(
+      ['reject', 'pass'],
+      'A DATA line over 998 octets: reject the message (550 5.6.0), or pass it (only if no backend cuts long lines).',
+      DEFAULTS.listener.longLines,
+    ),
     proxyProtocol: Closed(
       {
         trusted: Type.Array(

@@ -22,6 +22,7 @@ test('a minimal file gets every default', T, () => {
         maxRecipients: 1000,
         bareNewlines: 'normalize',
         nulBytes: 'reject',
+        longLines: 'reject',
         timeouts: { idle: 300_000, command: 300_000, minDataRate: 500 },
         maxSessions: 10_000,
         scan: [],

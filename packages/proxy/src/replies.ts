@@ -26,6 +26,8 @@ export const replies = {
       'Message contains a bare CR or LF, only CRLF line endings are allowed (RFC 5321 2.3.8)',
     ),
   nulByte: () => reply(550, '5.6.0', 'Message contains a NUL byte, which is not allowed in SMTP content'),
+  longLine: () =>
+    reply(550, '5.6.0', 'Message contains a line longer than 998 octets (RFC 5322 2.1.1), not relayed'),
   utf8NotAllowed: () =>
     reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter on MAIL FROM (RFC 6531)'),
   requireTlsUnsupported: () =>

@@ -390,6 +390,7 @@ export class ProxySession implements FrontSession {
       const reply = await bound.conn.data(body, {
         bareNewlines: this.#listener.bareNewlines,
         nulBytes: this.#listener.nulBytes,
+        longLines: this.#listener.longLines,
         maxBytes: this.#listener.maxMessageSize,
       });
       drain(); // the backend may have refused DATA itself without reading the body
@@ -425,7 +426,9 @@ export class ProxySession implements FrontSession {
             ? replies.bareNewline()
             : e.code === 'EABORTED' && e.abortReason === 'nul'
               ? replies.nulByte()
-              : replies.backendLost();
+              : e.code === 'EABORTED' && e.abortReason === 'long-line'
+                ? replies.longLine()
+                : replies.backendLost();
       this.#d.metrics.transactionsTotal.inc({ pool, backend: bound.backend.id, result: `failed-${e.code}` });
       return reply;
     } finally {

@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import tls from 'node:tls';
-import { DataEncoder } from './data-encoder.js';
+import { DataEncoder, MAX_CONTENT_LINE } from './data-encoder.js';
 import { UpstreamError } from './errors.js';
 import { proxyHeader } from './proxy-header.js';
 import { ReplyParser } from './reply-parser.js';
@@ -622,6 +622,8 @@ export class SmtpUpstreamConnection extends EventEmitter implements UpstreamConn
     if (!Buffer.isBuffer(out)) {
       if (out.abort === 'size') this.abort(op, 'size', `message exceeds ${op.opts.maxBytes} bytes`);
       else if (out.abort === 'nul') this.abort(op, 'nul', 'NUL byte in message content');
+      else if (out.abort === 'long-line')
+        this.abort(op, 'long-line', `a message line longer than ${MAX_CONTENT_LINE} octets`);
       else this.abort(op, 'bare-newline', 'bare CR or LF in message content');
       return;
     }

@@ -1,7 +1,7 @@
 // Encodes message content for the wire, chunk by chunk with constant state, so DATA can stream with
 // backpressure: NUL aborts or is removed first, bare CR/LF become CRLF or abort (RFC 5321 2.3.8), a
-// leading dot is doubled (4.5.2), content is counted against a limit, and the end gets CRLF (if
-// missing) and the final `.` line. NUL goes before the rest because several MTAs drop it before they
+// leading dot is doubled (4.5.2), a line longer than 998 octets aborts (unless passed), content is
+// counted against a limit, and the end gets CRLF (if missing) and the final `.` line. NUL goes before the rest because several MTAs drop it before they
 // look for the end of data: `\r\n\x00.\r\n` must reach them as a stuffed `..` line, never as `.`.
 // Lines are scanned with indexOf over whole Buffers; a chunk that needs no change is passed through.
 
@@ -13,12 +13,22 @@ const DOT_BUF = Buffer.from('.');
 const END = Buffer.from('.\r\n');
 const EMPTY = Buffer.alloc(0);
 
-export type EncoderAbort = { abort: 'size' | 'bare-newline' | 'nul' };
+/**
+ * RFC 5322 2.1.1 and RFC 5321 4.5.3.1.6: a line is at most 998 octets before its CRLF (the dot added
+ * by stuffing not counted). A backend that reads fixed 1000-byte records cuts a longer line, and a
+ * piece that starts with `.` CRLF ends its DATA there: the rest of the line is read as commands.
+ */
+export const MAX_CONTENT_LINE = 998;
+
+export type EncoderAbort = { abort: 'size' | 'bare-newline' | 'nul' | 'long-line' };
 
 export class DataEncoder {
   private readonly reject: boolean;
   private readonly stripNul: boolean;
   private readonly maxBytes: number;
+  private readonly maxLine: number;
+  /** Content octets of the line not ended yet, from earlier chunks. */
+  private lineLength = 0;
   /** The previous chunk ended with CR: whether it was a line end depends on the next byte. */
   private pendingCR = false;
   /** The next content byte starts a line (true at the start: the first line is stuffed too). */
@@ -30,10 +40,13 @@ export class DataEncoder {
     /** Default `reject`: a NUL anywhere in the content aborts the transfer. */
     nulBytes?: 'reject' | 'strip' | undefined;
     maxBytes?: number | undefined;
+    /** Default `reject`: a line over MAX_CONTENT_LINE octets aborts the transfer; `pass` sends it. */
+    longLines?: 'reject' | 'pass' | undefined;
   }) {
     this.reject = opts.bareNewlines === 'reject';
     this.stripNul = opts.nulBytes === 'strip';
     this.maxBytes = opts.maxBytes ?? Number.POSITIVE_INFINITY;
+    this.maxLine = opts.longLines === 'pass' ? Number.POSITIVE_INFINITY : MAX_CONTENT_LINE;
   }
 
   /** Content bytes seen so far (as given, before encoding). */
@@ -56,12 +69,15 @@ export class DataEncoder {
     const out: Buffer[] = [];
     let seg = 0; // start of the pending pass-through segment
     let i = 0;
+    let begin = 0; // where the current line's content starts in this chunk
+    const max = this.maxLine;
     if (this.pendingCR) {
       this.pendingCR = false;
       if (chunk[0] === LF) i = 1;
       else if (this.reject) return { abort: 'bare-newline' };
       out.push(CRLF);
-      seg = i;
+      seg = begin = i;
+      this.lineLength = 0;
       this.lineStart = true;
     }
     let nextCR = chunk.indexOf(CR, i);
@@ -78,11 +94,13 @@ export class DataEncoder {
       if (nextCR >= 0 && nextCR < i) nextCR = chunk.indexOf(CR, i);
       if (nextLF >= 0 && nextLF < i) nextLF = chunk.indexOf(LF, i);
       if (nextCR < 0 && nextLF < 0) break;
-      if (nextCR >= 0 && (nextLF < 0 || nextCR < nextLF)) {
-        const p = nextCR;
+      const p = nextCR >= 0 && (nextLF < 0 || nextCR < nextLF) ? nextCR : nextLF;
+      if (this.lineLength + p - begin > max) return { abort: 'long-line' };
+      if (p === nextCR) {
         if (p + 1 === n) {
           // Decided by the next chunk: hold the CR back.
           if (p > seg) out.push(chunk.subarray(seg, p));
+          this.lineLength += p - begin;
           this.pendingCR = true;
           return join(out);
         }
@@ -95,14 +113,18 @@ export class DataEncoder {
           seg = i = p + 1;
         }
       } else {
-        const p = nextLF;
         if (this.reject) return { abort: 'bare-newline' };
         if (p > seg) out.push(chunk.subarray(seg, p));
         out.push(CRLF);
         seg = i = p + 1;
       }
+      this.lineLength = 0;
+      begin = i;
       this.lineStart = true;
     }
+    // A line without its end yet counts now: a 10 MB line aborts at its 999th octet, not at its end.
+    if (this.lineLength + n - begin > max) return { abort: 'long-line' };
+    this.lineLength += n - begin;
     if (seg < n) out.push(chunk.subarray(seg, n));
     return join(out);
   }

@@ -83,15 +83,21 @@ export type Stage =
   | 'rset'
   | 'quit';
 
-/** Why we aborted (EABORTED): content too big, a bare CR/LF or a NUL under `reject`, the body stream
- * failed, or the caller gave up (destroy(), or the AbortSignal while connecting). */
-export type AbortReason = 'size' | 'bare-newline' | 'nul' | 'source' | 'caller';
+/** Why we aborted (EABORTED): content too big, a bare CR/LF, a NUL or a line over 998 octets under
+ * `reject`, the body stream failed, or the caller gave up (destroy(), or the AbortSignal while
+ * connecting). */
+export type AbortReason = 'size' | 'bare-newline' | 'nul' | 'long-line' | 'source' | 'caller';
 
 /** Options of one DATA transfer. */
 export interface DataOptions {
   bareNewlines: 'normalize' | 'reject';
   /** NUL in the content: abort with EABORTED 'nul' (the default), or remove it before framing. */
   nulBytes?: 'reject' | 'strip';
+  /**
+   * A content line over 998 octets (RFC 5322 2.1.1, the stuffed dot not counted): abort with
+   * EABORTED 'long-line' (the default), or send it as it is.
+   */
+  longLines?: 'reject' | 'pass';
   /** Content bytes (as read from the body) allowed; one more aborts with EABORTED 'size'. */
   maxBytes?: number;
 }

@@ -123,10 +123,31 @@ describe('data', { timeout: 30_000 }, () => {
     await conn.quit();
   });
 
+  it('aborts on a line over 998 octets with EABORTED long-line and never sends the final dot', async () => {
+    const { b, conn } = await ready();
+    const src = new PassThrough();
+    src.write('Subject: long\r\n\r\n');
+    src.write(Buffer.alloc(999, 'x'));
+    src.end('.\r\nMAIL FROM:<forged@example.org>\r\n');
+    await assert.rejects(conn.data(src, normalize), aborted('long-line'));
+    await noFinalDot(b, conn);
+  });
+
+  it('sends a line over 998 octets unchanged with longLines: pass', async () => {
+    const { b, conn } = await ready();
+    const content = Buffer.concat([Buffer.alloc(5000, 'y'), Buffer.from('\r\n')]);
+    await conn.data(body(content.subarray(0, 3000), content.subarray(3000)), {
+      ...normalize,
+      longLines: 'pass',
+    });
+    const [m] = await b.waitForMessages(1);
+    assert.deepEqual(m!.data, content);
+    await conn.quit();
+  });
+
   it('aborts past maxBytes with EABORTED size and never sends the final dot', async () => {
     const { b, conn } = await ready();
-    const chunk = Buffer.alloc(4096, 'a');
-    chunk.write('\r\n', 4094);
+    const chunk = Buffer.from(`${'a'.repeat(78)}\r\n`.repeat(52)); // 4160 bytes
     const src = new PassThrough();
     for (let i = 0; i < 3; i++) src.write(chunk);
     await assert.rejects(conn.data(src, { ...normalize, maxBytes: 10_000 }), aborted('size'));

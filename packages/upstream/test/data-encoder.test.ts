@@ -3,7 +3,7 @@
 // nothing in the output may end the message before its own final dot.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DataEncoder } from '../src/data-encoder.js';
+import { DataEncoder, MAX_CONTENT_LINE } from '../src/data-encoder.js';
 
 type Mode = 'normalize' | 'reject';
 type Nul = 'reject' | 'strip';
@@ -35,8 +35,14 @@ function reference(raw: Buffer, mode: Mode, nul: Nul = 'reject'): Buffer | 'bare
   return Buffer.from(out);
 }
 
-function encode(chunks: Buffer[], mode: Mode, maxBytes?: number, nul: Nul = 'reject'): Buffer | string {
-  const enc = new DataEncoder({ bareNewlines: mode, nulBytes: nul, maxBytes });
+function encode(
+  chunks: Buffer[],
+  mode: Mode,
+  maxBytes?: number,
+  nul: Nul = 'reject',
+  longLines: 'reject' | 'pass' = 'reject',
+): Buffer | string {
+  const enc = new DataEncoder({ bareNewlines: mode, nulBytes: nul, maxBytes, longLines });
   const out: Buffer[] = [];
   for (const c of chunks) {
     const r = enc.encode(c);
@@ -199,5 +205,43 @@ describe('DataEncoder', () => {
     assert.equal(out.byteOffset, chunk.byteOffset);
     assert.equal(out.length, chunk.length);
     assert.equal(enc.size, chunk.length);
+  });
+
+  it('refuses a line over 998 octets (NUL removed, CRLF and the stuffed dot not counted) wherever the chunks are cut', () => {
+    let seed = 7;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const ends = ['\r\n', '\n', '\r', ''];
+    for (let t = 0; t < 600; t++) {
+      const len = MAX_CONTENT_LINE - 2 + rnd(5); // 996 ... 1000
+      const lead = rnd(3) === 0 ? '.' : 'a';
+      const line = `${lead}${'x'.repeat(len - 1)}`;
+      const withNul = rnd(2) === 0;
+      const text = `short\r\n${withNul ? `${line.slice(0, 10)}\x00${line.slice(10)}` : line}${ends[rnd(4)]}next\r\n`;
+      const input = Buffer.from(text, 'latin1');
+      const cuts: Buffer[] = [];
+      for (let i = 0; i < input.length; ) {
+        const n = 1 + rnd(rnd(2) === 0 ? 8 : 1200);
+        cuts.push(input.subarray(i, i + n));
+        i += n;
+      }
+      const got = encode(cuts, 'normalize', undefined, 'strip');
+      const what = `a line of ${len} octets${withNul ? ' and a NUL' : ''}, cut ${cuts.length} times`;
+      if (len > MAX_CONTENT_LINE) assert.equal(got, 'long-line', what);
+      else {
+        assert.ok(Buffer.isBuffer(got), `${what}: ${String(got)}`);
+        assert.deepEqual(got, reference(input, 'normalize', 'strip'), what);
+      }
+      const passed = encode(cuts, 'normalize', undefined, 'strip', 'pass');
+      assert.deepEqual(passed, reference(input, 'normalize', 'strip'), `${what}, longLines: pass`);
+    }
+  });
+
+  it('counts a long line while it is still arriving: a 1 MB line without an end aborts at its 999th octet', () => {
+    const enc = new DataEncoder({ bareNewlines: 'normalize' });
+    assert.ok(Buffer.isBuffer(enc.encode(Buffer.alloc(MAX_CONTENT_LINE, 0x61))));
+    assert.deepEqual(enc.encode(Buffer.from('a')), { abort: 'long-line' });
   });
 });
