@@ -1,6 +1,7 @@
 // Renders the results of one `npm run bench` as BENCHMARKS.md: the machine, the commands, every
 // figure with its ratio to the baseline of the same run, the targets of issue 7 with met / missed,
 // the idle-session memory and the CPU profile summary.
+import { type ConnectionResults, renderConnections } from './connection-management.js';
 import type { ProfileSummary } from './cpu-profile.js';
 import type { IdleResult } from './idle-sessions.js';
 import type { LatencyRun } from './load-generator.js';
@@ -49,6 +50,9 @@ export interface Results {
   idle?: IdleResult;
   idleError?: string;
   profiles: Array<{ title: string; file: string; summary?: ProfileSummary; error?: string }>;
+  /** Issue 16: the backend capped, slow clients, HAProxy against smtp-lb. */
+  connections?: ConnectionResults;
+  connectionsError?: string;
   findings: string;
 }
 
@@ -277,6 +281,9 @@ export function renderReport(r: Results): string {
   } else {
     lines.push(`Not measured: ${r.idleError ?? 'no run'}`, '');
   }
+  lines.push('## Connection management (issue 16)', '');
+  if (r.connections) lines.push(...renderConnections(r.connections), '');
+  else lines.push(`Not measured: ${r.connectionsError ?? 'no run (before issue 16)'}`, '');
   lines.push('## CPU profiles', '');
   for (const p of r.profiles) lines.push(...profileSection(p));
   lines.push(r.findings.trim(), '');

@@ -1,9 +1,10 @@
 // `npm run bench`: starts the sink, Redis and every path of issue 7 on free loopback ports, runs
 // smtp-source through them interleaved and repeated, measures added latency with our load generator,
-// holds N idle sessions on one node, profiles a node under the new-connection load, and writes
-// BENCHMARKS.md. Everything started here is stopped in `finally` (and by testkit's exit guard).
+// holds N idle sessions on one node, profiles a node under the new-connection load, runs the
+// connection-management comparison with HAProxy (connection-management.ts), and writes BENCHMARKS.md. Everything started here is stopped in `finally` (and by testkit's exit guard).
 // `--quick` runs a small version (one repetition, small counts) to check the harness itself;
-// `--render FILE` only writes BENCHMARKS.md again from a results.json (after editing findings.md).
+// `--render FILE` only writes BENCHMARKS.md again from a results.json (after editing findings.md);
+// `--no-connections` leaves out the connection-management part (about 2.5 minutes).
 import { execFileSync } from 'node:child_process';
 import { copyFile, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -18,6 +19,7 @@ import {
   startRedis,
   startSmtpSink,
 } from '@smtp-lb/testkit';
+import { type ConnectionResults, runConnectionManagement } from './connection-management.js';
 import { summarizeProfile } from './cpu-profile.js';
 import { holdIdleSessions } from './idle-sessions.js';
 import { measureLatency } from './load-generator.js';
@@ -39,6 +41,7 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MODES: Mode[] = ['new', 'reuse'];
 
 const quick = process.argv.includes('--quick');
+const connectionsToo = !process.argv.includes('--no-connections');
 const renderArg = process.argv.indexOf('--render');
 const outArg = process.argv.indexOf('--out');
 const OUT = outArg > 0 ? path.resolve(process.argv[outArg + 1]!) : path.join(ROOT, 'BENCHMARKS.md');
@@ -384,6 +387,17 @@ async function main(): Promise<void> {
       }
     }
 
+    let connections: ConnectionResults | undefined;
+    let connectionsError: string | undefined;
+    if (connectionsToo) {
+      try {
+        connections = await runConnectionManagement(quick ? { clients: 50, windowMs: 20_000 } : {}, log);
+      } catch (err) {
+        connectionsError = (err as Error).message;
+        log(`connection management failed: ${connectionsError}`);
+      }
+    } else connectionsError = 'left out (`--no-connections`)';
+
     const findings = await readFindings();
     const srcNew = ['smtp-source', ...sourceArgs(load('new', MESSAGES.new), 0)]
       .join(' ')
@@ -407,12 +421,15 @@ async function main(): Promise<void> {
         'nginx: `nginx -e stderr -p DIR -c FILE`, `worker_processes 1`, mail `protocol smtp`, `smtp_auth none`, `xclient on`, auth_http answered by a node HTTP server in the bench process (`Auth-Status: OK`, `Auth-Server`, `Auth-Port`) (`nginxConfig`)',
         'smtp-lb: `npx smtp-lb --config FILE` (the bench starts its bin, packages/proxy/bin/smtp-lb.js, with its own node and no npx in between), one listener, one static pool (the sink), `tls: none`, `xclient: auto` (default), `log.level: warn`, `defaultMaxConnections: 1000`; Redis paths add `ledger.redis` (`nodeConfig`)',
         `profiles: \`node --cpu-prof\` on a fresh node under the load above (a warm-up run first; only samples from the measured run are counted); the .cpuprofile files are kept in test/dist/bench/`,
+        "connection management: test/bench/connection-management.ts (also alone: `node test/dist/bench/connection-management.js [window seconds] [clients]`); HAProxy as above with `maxconn 10` on its server line and `timeout queue`; smtp-lb as above with `defaultMaxConnections: 10` and `admission.queueTimeout`; the backend is testkit's capture backend",
       ],
       paths: results,
       latency,
       ...(idle ? { idle } : {}),
       ...(idleError ? { idleError } : {}),
       profiles,
+      ...(connections ? { connections } : {}),
+      ...(connectionsError ? { connectionsError } : {}),
       findings,
     };
     await writeReport(results_);

@@ -38,7 +38,15 @@ async function started(name: string, proc: ManagedProcess, port: number): Promis
   };
 }
 
-export function haproxyConfig(port: number, servers: readonly number[]): string {
+export interface HaproxyOptions {
+  /** `maxconn` on every server line: connections beyond it wait in the backend's queue. */
+  maxconn?: number;
+  /** `timeout queue` (HAProxy's default is `timeout connect`, 5 s here). */
+  queueTimeout?: string;
+}
+
+export function haproxyConfig(port: number, servers: readonly number[], o: HaproxyOptions = {}): string {
+  const maxconn = o.maxconn === undefined ? '' : ` maxconn ${o.maxconn}`;
   return `global
   nbthread 1
   maxconn 5000
@@ -47,19 +55,24 @@ defaults
   timeout connect 5s
   timeout client 5m
   timeout server 5m
-frontend smtp
+${o.queueTimeout ? `  timeout queue ${o.queueTimeout}\n` : ''}frontend smtp
   bind ${HOST}:${port}
   default_backend mtas
 backend mtas
   balance leastconn
-${servers.map((p, i) => `  server s${i + 1} ${HOST}:${p}`).join('\n')}
+${servers.map((p, i) => `  server s${i + 1} ${HOST}:${p}${maxconn}`).join('\n')}
 `;
 }
 
-export async function startHaproxy(name: string, dir: string, servers: readonly number[]): Promise<Target> {
+export async function startHaproxy(
+  name: string,
+  dir: string,
+  servers: readonly number[],
+  o: HaproxyOptions = {},
+): Promise<Target> {
   const port = await freePort(HOST);
   const file = path.join(dir, `${name}.cfg`);
-  await writeFile(file, haproxyConfig(port, servers));
+  await writeFile(file, haproxyConfig(port, servers, o));
   // -db: foreground, no daemon; stopped by SIGTERM like every testkit process.
   return started(name, startProcess(name, 'haproxy', ['-db', '-f', file]), port);
 }
@@ -148,6 +161,10 @@ export interface NodeSpec {
   nodeArgs?: string[];
   /** rspamd URL: every message is scanned by it before our final dot (scanner `spam`). */
   rspamd?: string;
+  /** `balancing.defaultMaxConnections`, the sink's cap; default 1000. */
+  maxConnections?: number;
+  /** `admission.queueTimeout` (a duration); default the node's (30s). */
+  queueTimeout?: string;
 }
 
 export function nodeConfig(spec: NodeSpec, port: number): string {
@@ -167,8 +184,8 @@ ${spec.rspamd ? '    scan: spam\n' : ''}pools:
       - { address: ${HOST}:${spec.sinkPort} }
     tls: none
 balancing:
-  defaultMaxConnections: 1000
-${ledger}${spec.rspamd ? `scanners:\n  spam: { rspamd: { url: "${spec.rspamd}" }, onError: defer }\n` : ''}admin: { listen: ${HOST}:${spec.adminPort ?? 0} }
+  defaultMaxConnections: ${spec.maxConnections ?? 1000}
+${spec.queueTimeout ? `admission: { queueTimeout: ${spec.queueTimeout} }\n` : ''}${ledger}${spec.rspamd ? `scanners:\n  spam: { rspamd: { url: "${spec.rspamd}" }, onError: defer }\n` : ''}admin: { listen: ${HOST}:${spec.adminPort ?? 0} }
 log: { level: warn }
 `;
 }
