@@ -4,7 +4,7 @@
 // client-limit machinery of the ledger (Redis when the node has one). Over a limit the command gets
 // 450 4.7.1 (`onExceed: reject`) or the user is suspended on every node until an operator lifts it.
 import type { SendersConfig } from '@smtp-lb/config';
-import type { ClientLimits, ClientSlot, Suspensions } from '@smtp-lb/ledger';
+import type { ClientLimits, ClientSlot, RateResult, Suspensions } from '@smtp-lb/ledger';
 import type { Reply } from '@smtp-lb/upstream';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
@@ -62,27 +62,38 @@ export class SenderPolicy {
     return lifted;
   }
 
-  /** MAIL FROM of an authenticated session: suspension, own address, the message rate. */
+  /**
+   * MAIL FROM of an authenticated session: suspension, own address, the message rate. The
+   * suspension and the message count are asked in one Redis round trip when the address is the
+   * user's: a suspended user's attempts count too, which changes nothing (lifting a suspension
+   * starts the counts afresh).
+   */
   async atMail(client: Client, from: string, log: Logger): Promise<Reply | undefined> {
     const user = client.user;
     if (user === undefined) return undefined;
     const config = this.#d.config();
-    if (await this.#d.suspensions.get(user)) {
+    const owned = !config.ownAddresses || ownsAddress(user, client.userAddresses, from);
+    const [suspended, hit] = await Promise.all([
+      this.#d.suspensions.get(user),
+      owned ? this.#hit(user, 'messages') : undefined,
+    ]);
+    if (suspended) {
       log.info({ user }, 'MAIL from a suspended user');
       return replies.senderSuspended();
     }
-    if (config.ownAddresses && !ownsAddress(user, client.userAddresses, from)) {
+    if (!owned) {
       log.info({ user, from }, 'sender address not owned by the user');
       return replies.senderNotOwned(from);
     }
-    return this.#count(user, 'messages', log);
+    return hit && this.#verdict(user, 'messages', hit, log);
   }
 
   /** Each RCPT TO of an authenticated session counts against the user's recipient rate. */
   async atRcpt(client: Client, log: Logger): Promise<Reply | undefined> {
     const user = client.user;
     if (user === undefined) return undefined;
-    return this.#count(user, 'recipients', log);
+    const hit = await this.#hit(user, 'recipients');
+    return hit && this.#verdict(user, 'recipients', hit, log);
   }
 
   /** A concurrent session of `user`; undefined when over `senders.limits.sessions`. */
@@ -96,12 +107,23 @@ export class SenderPolicy {
     return undefined;
   }
 
-  async #count(user: string, what: 'messages' | 'recipients', log: Logger): Promise<Reply | undefined> {
+  /** Counts one message or recipient of `user`; undefined when that limit is off. */
+  async #hit(user: string, what: 'messages' | 'recipients'): Promise<RateResult | undefined> {
+    const rate = this.#d.config().limits[what];
+    if (rate.limit === 0) return undefined;
+    return this.#d.limits.hit(`user-${what}`, user.toLowerCase(), rate.limit, rate.window);
+  }
+
+  /** What a count over the limit means: 450 (`onExceed: reject`) or a suspension. */
+  async #verdict(
+    user: string,
+    what: 'messages' | 'recipients',
+    hit: RateResult,
+    log: Logger,
+  ): Promise<Reply | undefined> {
+    if (hit.ok) return undefined;
     const config = this.#d.config();
     const rate = config.limits[what];
-    if (rate.limit === 0) return undefined;
-    const hit = await this.#d.limits.hit(`user-${what}`, user.toLowerCase(), rate.limit, rate.window);
-    if (hit.ok) return undefined;
     if (config.onExceed === 'reject') {
       log.info(
         { user, what, count: hit.count, limit: rate.limit, windowMs: rate.window },

@@ -25,6 +25,12 @@ export class ClientState {
     return this.ticket !== undefined;
   }
 
+  /** The session's counted slot; given back at once when the connection closed meanwhile. */
+  hold(slot: ClientSlot): void {
+    if (this.#released) slot.release();
+    else this.slot = slot;
+  }
+
   release(): void {
     if (this.#released) return;
     this.#released = true;

@@ -248,12 +248,22 @@ export class FrontDoor {
     const { limits, dnsbl } = sh.config;
     const act = (action: ShapingAction, reason: string, reply: Reply): Verdict =>
       action === 'reject' ? { refuse: reply, why: reason } : { tarpit: reason };
-    const [rate, score] = await Promise.all([
+    // One Redis round trip for the counters: the session is counted at the same time as the
+    // connection rate is asked. A session refused below still holds its count until finish() or
+    // the close releases it (client.release()), a moment later.
+    const [rate, score, open] = await Promise.all([
       limits.connectionRate.limit > 0
         ? sh.limits.hit('conn', client.address, limits.connectionRate.limit, limits.connectionRate.window)
         : undefined,
       dnsbl && sh.dnsbl ? sh.dnsbl.score(client.address) : undefined,
+      limits.sessionsPerAddress > 0 || limits.sessionsPerPrefix > 0
+        ? sh.limits.openSession(client.address, client.prefix, {
+            perAddress: limits.sessionsPerAddress,
+            perPrefix: limits.sessionsPerPrefix,
+          })
+        : undefined,
     ]);
+    if (open?.ok) client.hold(open.slot);
     let tarpit: string | undefined;
     if (rate && !rate.ok) {
       log.info(
@@ -285,29 +295,22 @@ export class FrontDoor {
         log.debug({ score: score.score, zones }, 'DNSBL score below the threshold');
       }
     }
-    if (limits.sessionsPerAddress > 0 || limits.sessionsPerPrefix > 0) {
-      const open = await sh.limits.openSession(client.address, client.prefix, {
-        perAddress: limits.sessionsPerAddress,
-        perPrefix: limits.sessionsPerPrefix,
-      });
-      if (open.ok) client.slot = open.slot;
-      else {
-        const perAddress = open.limit === 'address';
-        log.info(
-          {
-            limit: perAddress ? 'sessionsPerAddress' : 'sessionsPerPrefix',
-            prefix: client.prefix,
-            count: perAddress ? open.address : open.prefix,
-            max: perAddress ? limits.sessionsPerAddress : limits.sessionsPerPrefix,
-            action: limits.action,
-          },
-          'client over its concurrent session limit',
-        );
-        const reply = perAddress ? replies.tooManySessions() : replies.tooManyFromNetwork();
-        const v = act(limits.action, perAddress ? 'sessions-per-address' : 'sessions-per-prefix', reply);
-        if (v.refuse) return v;
-        tarpit ??= v.tarpit;
-      }
+    if (open && !open.ok) {
+      const perAddress = open.limit === 'address';
+      log.info(
+        {
+          limit: perAddress ? 'sessionsPerAddress' : 'sessionsPerPrefix',
+          prefix: client.prefix,
+          count: perAddress ? open.address : open.prefix,
+          max: perAddress ? limits.sessionsPerAddress : limits.sessionsPerPrefix,
+          action: limits.action,
+        },
+        'client over its concurrent session limit',
+      );
+      const reply = perAddress ? replies.tooManySessions() : replies.tooManyFromNetwork();
+      const v = act(limits.action, perAddress ? 'sessions-per-address' : 'sessions-per-prefix', reply);
+      if (v.refuse) return v;
+      tarpit ??= v.tarpit;
     }
     return tarpit ? { tarpit } : {};
   }
