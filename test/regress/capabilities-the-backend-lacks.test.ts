@@ -1,7 +1,8 @@
 // Capabilities promised that the bound backend lacks (issue 11): the node accepted REQUIRETLS
 // (RFC 8689) and relayed such a message to a backend over plaintext, and passed an 8BITMIME body to a
 // backend that does not offer 8BITMIME, dropping the parameter. Both are now refused at the RCPT that
-// binds the backend, before anything is sent to it: 550 5.7.30 and 550 5.6.3, with a log line.
+// binds the backend, before anything is sent to it: 550 5.7.30 and 550 5.6.3, with a log line; so is
+// SMTPUTF8 to a backend without it (553 5.6.7). DSN's parameters: test/e2e/dsn.test.ts.
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -9,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
+import { replies, wireReply } from '@smtp-lb/proxy';
 import { defaultCaptureCapabilities, selfSignedCert, startCaptureBackend } from '@smtp-lb/testkit';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { simpleConfig, startNode } from '../helpers/node.js';
@@ -64,7 +66,7 @@ describe('MAIL parameters the bound backend cannot honour are refused, not dropp
     s.write('MAIL FROM:<a@example.org> REQUIRETLS\r\n');
     assert.match(await replyOf(s), /^250 /);
     s.write('RCPT TO:<b@example.test>\r\n');
-    assert.match(await replyOf(s), /^550 5\.7\.30 /);
+    assert.equal(await replyOf(s), wireReply(replies.requireTlsUnsupported()));
     s.write('QUIT\r\n');
     await replyOf(s);
     s.destroy();
@@ -74,7 +76,7 @@ describe('MAIL parameters the bound backend cannot honour are refused, not dropp
       'no MAIL or RCPT reached the plaintext backend',
     );
     assert.ok(
-      lb.logs.some((l) => l.msg === 'the backend cannot honour MAIL'),
+      lb.logs.some((l) => l.msg === 'the backend cannot honour a parameter'),
       'a log line',
     );
   });
@@ -91,7 +93,7 @@ describe('MAIL parameters the bound backend cannot honour are refused, not dropp
     await c.cmd('EHLO client.test');
     assert.equal((await c.cmd('MAIL FROM:<a@example.org> BODY=8BITMIME')).code, 250);
     const r = await c.cmd('RCPT TO:<b@example.test>');
-    assert.match(r.raw, /^550 5\.6\.3 /);
+    assert.equal(r.raw, wireReply(replies.eightBitUnsupported()));
     assert.equal((await c.cmd('RSET')).code, 250);
     assert.equal((await c.cmd('MAIL FROM:<a@example.org> BODY=7BIT')).code, 250);
     assert.equal((await c.cmd('RCPT TO:<b@example.test>')).code, 250);
@@ -100,5 +102,27 @@ describe('MAIL parameters the bound backend cannot honour are refused, not dropp
     await c.cmd('QUIT');
     c.close();
     assert.equal(backend.messages.length, 1);
+  });
+
+  test('SMTPUTF8 to a backend without SMTPUTF8: 553 5.6.7, nothing sent to it', async () => {
+    const backend = await startCaptureBackend({
+      capabilities: defaultCaptureCapabilities.filter((c) => c !== 'SMTPUTF8'),
+    });
+    cleanup.push(() => backend.close());
+    const lb = await startNode(simpleConfig([backend.address]));
+    cleanup.push(() => lb.stop());
+    const c = await SmtpDialog.open(lb.port);
+    await c.read();
+    await c.cmd('EHLO client.test');
+    assert.equal((await c.cmd('MAIL FROM:<a@example.org> SMTPUTF8')).code, 250);
+    const r = await c.cmd('RCPT TO:<b@example.test>');
+    assert.equal(r.raw, wireReply(replies.utf8Unsupported()));
+    await c.cmd('QUIT');
+    c.close();
+    assert.equal(
+      backend.sessions.flatMap((x) => x.lines).filter((l) => /^(MAIL|RCPT)/i.test(l)).length,
+      0,
+      'no MAIL or RCPT reached the backend',
+    );
   });
 });

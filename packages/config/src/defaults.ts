@@ -8,6 +8,7 @@ export const DEFAULTS = {
     bareNewlines: 'normalize',
     nulBytes: 'reject',
     longLines: 'reject',
+    dsn: true,
     idleTimeout: '5m',
     commandTimeout: '5m',
     minDataRate: 500,

@@ -97,6 +97,12 @@ export interface ListenerConfig {
    * is (only safe when every backend reads lines of any length: see the README on smuggling).
    */
   longLines: LongLines;
+  /**
+   * DSN (RFC 3461) in the EHLO reply. Offered, its parameters go to a bound backend that offers DSN
+   * and are refused (555 5.5.4) where it does not; off, they are refused at once (as by Postfix with
+   * `smtpd_discard_ehlo_keywords = dsn`), and the client handles DSN itself.
+   */
+  dsn: boolean;
   /** CIDRs whose connections must start with a PROXY header; absent: PROXY not accepted. */
   proxyProtocol?: ListenerProxyProtocol;
   tls?: ListenerTls;

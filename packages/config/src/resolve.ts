@@ -529,6 +529,7 @@ class Resolver {
         DEFAULTS.listener.bareNewlines) as ListenerConfig['bareNewlines'],
       nulBytes: (str(raw.nulBytes) ?? DEFAULTS.listener.nulBytes) as ListenerConfig['nulBytes'],
       longLines: (str(raw.longLines) ?? DEFAULTS.listener.longLines) as ListenerConfig['longLines'],
+      dsn: raw.dsn === undefined ? DEFAULTS.listener.dsn : raw.dsn === true,
       ...optional(
         'proxyProtocol',
         proxy && {

@@ -226,6 +226,12 @@ export const ListenerSchema = Closed(
       'A DATA line over 998 octets: reject the message (550 5.6.0), or pass it (only if no backend cuts long lines).',
       DEFAULTS.listener.longLines,
     ),
+    dsn: Type.Boolean(
+      withDefault(
+        'Offer DSN: its parameters go to a backend with DSN, else 555 5.5.4 at RCPT (never dropped). false: not offered, refused (555 5.5.4); the client does DSN itself.',
+        DEFAULTS.listener.dsn,
+      ),
+    ),
     proxyProtocol: Closed(
       {
         trusted: Type.Array(

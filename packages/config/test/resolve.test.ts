@@ -23,6 +23,7 @@ test('a minimal file gets every default', T, () => {
         bareNewlines: 'normalize',
         nulBytes: 'reject',
         longLines: 'reject',
+        dsn: true,
         timeouts: { idle: 300_000, command: 300_000, minDataRate: 500 },
         maxSessions: 10_000,
         scan: [],

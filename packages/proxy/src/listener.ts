@@ -92,6 +92,7 @@ export class Listener {
       minDataRate: config.timeouts.minDataRate,
       starttls: starttls ? () => starttls : undefined,
       auth: config.auth && { plaintext: config.auth.allowPlaintext },
+      dsn: config.dsn,
     };
     this.#checkDeps = {
       shaping: this.#shaping,

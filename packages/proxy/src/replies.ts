@@ -39,6 +39,9 @@ export const replies = {
       'Conversion required but not supported: the backend for this recipient lacks 8BITMIME',
     ),
   utf8Unsupported: () => reply(553, '5.6.7', 'The backend does not support SMTPUTF8 for this address'),
+  /** RFC 5321 4.1.1.11 (555 for a parameter that cannot be implemented); RFC 3461 gives no code. */
+  dsnUnsupported: (param: string) =>
+    reply(555, '5.5.4', `Unsupported option: ${param}, the backend for this recipient does not offer DSN`),
 
   // ---- recipient maps (the listener's `recipients`)
   unknownRecipient: (address: string) =>
@@ -144,6 +147,8 @@ export const replies = {
   notifySyntax: () => reply(501, '5.5.4', 'NOTIFY must be NEVER, SUCCESS, FAILURE or DELAY'),
   notifyNeverCombined: () => reply(501, '5.5.4', 'NOTIFY=NEVER cannot be combined with other values'),
   orcptSyntax: () => reply(501, '5.5.4', 'Bad ORCPT parameter syntax'),
+  /** The listener does not offer DSN (`dsn: false`): its parameters are refused (Postfix: 501 5.7.1). */
+  dsnNotOffered: (param: string) => reply(555, '5.5.4', `Unsupported option: ${param}`),
   dataSyntax: () => reply(501, '5.5.4', 'Syntax: DATA'),
   needRcpt: () => reply(503, '5.5.1', 'Error: need RCPT command'),
   tlsActive: () => reply(503, '5.5.1', 'Error: TLS already active'),

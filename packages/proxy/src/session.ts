@@ -64,6 +64,10 @@ const MAIL_PARAM_NEEDS: Record<string, string> = {
   REQUIRETLS: 'REQUIRETLS',
 };
 
+// RFC 3461 4: MAIL's and RCPT's parameters of DSN.
+const DSN_MAIL_PARAMS = ['RET', 'ENVID'] as const;
+const DSN_RCPT_PARAMS = ['NOTIFY', 'ORCPT'] as const;
+
 const NON_ASCII = /[^\x00-\x7f]/;
 
 // One reason for every aborted session: abort() without one builds a DOMException each time.
@@ -280,12 +284,11 @@ export class ProxySession implements FrontSession {
         const mail = tx.mailAtBackend
           ? undefined
           : { address: tx.mail.address, params: params(tx.mail.args, bound.conn) };
-        if (mail && utf8 && mail.params.SMTPUTF8 === undefined) return replies.utf8Unsupported();
-        const unhonoured = mail && this.#unhonoured(tx.mail.args, bound.conn);
+        const unhonoured = this.#unhonoured(mail && tx.mail.args, to.args, bound.conn);
         if (unhonoured) {
           this.log.info(
             { backend: bound.backend.id, reply: unhonoured.lines[0] },
-            'the backend cannot honour MAIL',
+            'the backend cannot honour a parameter',
           );
           return unhonoured;
         }
@@ -439,18 +442,33 @@ export class ProxySession implements FrontSession {
   }
 
   /**
-   * What the bound backend cannot honour of MAIL's parameters is refused, not dropped: a message
-   * that asked for REQUIRETLS never travels in plaintext or to a backend that does not promise it
-   * onwards (RFC 8689 5), and an 8-bit body never goes to a backend without 8BITMIME (we do not
-   * convert). DSN's parameters are still passed only where offered (README, capabilities).
+   * What the bound backend cannot honour of the parameters is refused, not dropped (MAIL's when
+   * MAIL is about to be replayed, the RCPT's own every time): a message that asked for REQUIRETLS
+   * never travels in plaintext or to a backend that does not promise it onwards (RFC 8689 5); an
+   * SMTPUTF8 message or an 8-bit body never goes to a backend without SMTPUTF8 or 8BITMIME (we do
+   * not downgrade or convert); DSN's parameters never go missing on the way: dropped, NOTIFY=NEVER
+   * would become a bounce the sender asked not to get, and NOTIFY=SUCCESS silence where RFC 3461 4.1
+   * wants at least a "relayed" notice (which only the client can send, when we do not offer DSN).
    */
-  #unhonoured(args: SmtpAddress['args'], conn: UpstreamConnection): Reply | undefined {
-    if (args.REQUIRETLS !== undefined && !(conn.secure && conn.capabilities.has('REQUIRETLS')))
-      return replies.requireTlsUnsupported();
-    const body = args.BODY;
-    if (typeof body === 'string' && body.toUpperCase() === '8BITMIME' && !conn.capabilities.has('8BITMIME'))
-      return replies.eightBitUnsupported();
-    return undefined;
+  #unhonoured(
+    mail: SmtpAddress['args'] | undefined,
+    rcpt: SmtpAddress['args'],
+    conn: UpstreamConnection,
+  ): Reply | undefined {
+    const has = (keyword: string) => conn.capabilities.has(keyword);
+    if (mail) {
+      if (mail.SMTPUTF8 !== undefined && !has('SMTPUTF8')) return replies.utf8Unsupported();
+      if (mail.REQUIRETLS !== undefined && !(conn.secure && has('REQUIRETLS')))
+        return replies.requireTlsUnsupported();
+      const body = mail.BODY;
+      if (typeof body === 'string' && body.toUpperCase() === '8BITMIME' && !has('8BITMIME'))
+        return replies.eightBitUnsupported();
+    }
+    if (has('DSN')) return undefined;
+    const dsn =
+      (mail && DSN_MAIL_PARAMS.find((p) => mail[p] !== undefined)) ??
+      DSN_RCPT_PARAMS.find((p) => rcpt[p] !== undefined);
+    return dsn === undefined ? undefined : replies.dsnUnsupported(dsn);
   }
 
   /** The client went away (QUIT, close, timeout): release the backend. */

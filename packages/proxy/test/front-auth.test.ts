@@ -83,6 +83,7 @@ before(async () => {
       idleTimeout: 10_000,
       commandTimeout: 60_000,
       minDataRate: 0,
+      dsn: true,
       ...mode,
     }).start();
   });

@@ -112,7 +112,6 @@ function testSources(): string {
  * client's reply with `replies.<name>(...)`.
  */
 const BY_CODE_ONLY = new Set<string>([
-  'utf8Unsupported',
   'unknownRecipient',
   'recipientLookupFailed',
   'authChallenge',
@@ -146,8 +145,6 @@ const BY_CODE_ONLY = new Set<string>([
   'internalError',
   'hostLockedOut',
   'hostOverLimit',
-  'requireTlsUnsupported',
-  'eightBitUnsupported',
 ]);
 
 test('every entry has a test that makes it happen and names it (or is listed as still tested by code)', () => {

@@ -140,6 +140,7 @@ before(async () => {
       commandTimeout: 60_000,
       minDataRate: 0,
       starttls: current.tls ? () => current.tls : undefined,
+      dsn: true,
     });
     front.start();
   });

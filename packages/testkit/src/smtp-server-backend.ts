@@ -14,6 +14,8 @@ export interface SmtpServerBackendOptions {
   proxyProtocol?: boolean;
   /** Text of the 250 after the final dot (smtp-server adds the code and 2.6.0); default `Ok: queued as <id>`. */
   dataReply?: (msg: ReceivedMessage) => string | undefined;
+  /** Offer DSN (smtp-server's `hideDSN: false`; off by default, as in smtp-server). */
+  dsn?: boolean;
 }
 
 export interface ReceivedMessage {
@@ -26,6 +28,15 @@ export interface ReceivedMessage {
   client: { address: string; port: number; helo: string };
   /** XCLIENT attributes smtp-server took (upper-case names). */
   xclient: Record<string, string>;
+  /** MAIL's and each RCPT's parameters as smtp-server parsed them (upper-case names). */
+  mailArgs: Record<string, string | true>;
+  rcptArgs: Array<Record<string, string | true>>;
+  /** With `dsn`: what smtp-server's DSN support took of them (RET, ENVID; each RCPT's NOTIFY, ORCPT). */
+  dsn?: {
+    ret: string | null;
+    envid: string | null;
+    rcpts: Array<{ notify?: string[]; orcpt?: string }>;
+  };
 }
 
 export interface SmtpServerBackend {
@@ -67,6 +78,17 @@ export async function startSmtpServerBackend(
           helo: session.hostNameAppearsAs,
         },
         xclient,
+        mailArgs: envelope.mailFrom ? { ...(envelope.mailFrom.args || {}) } : {},
+        rcptArgs: envelope.rcptTo.map((r) => ({ ...(r.args || {}) })),
+        ...(opts.dsn && envelope.dsn
+          ? {
+              dsn: {
+                ret: envelope.dsn.ret,
+                envid: envelope.dsn.envid,
+                rcpts: envelope.rcptTo.map((r) => ({ ...r.dsn })),
+              },
+            }
+          : {}),
       };
       messages.push(msg);
       for (const wake of waiters) wake();
@@ -80,6 +102,7 @@ export async function startSmtpServerBackend(
     logger: false,
     disabledCommands: ['AUTH', 'STARTTLS'],
     hideENHANCEDSTATUSCODES: false,
+    hideDSN: !opts.dsn,
     useXClient: true,
     useProxy: opts.proxyProtocol ?? false,
     size: 104_857_600,

@@ -70,6 +70,8 @@ export interface FrontOptions {
   starttls?: () => SecureContext | undefined;
   /** AUTH is offered (under TLS; also without it when `plaintext`); absent: AUTH is unknown here. */
   auth?: { plaintext: boolean };
+  /** DSN is offered (the listener's `dsn`); off, its parameters are refused like any unknown one. */
+  dsn: boolean;
 }
 
 const MAX_UNKNOWN = 10;
@@ -361,7 +363,8 @@ export class SmtpFront {
     this.#session.hello(verb === 'EHLO' ? 'ESMTP' : 'SMTP', name.toLowerCase());
     const address = this.#session.client.address;
     if (verb === 'HELO') return this.#say(replies.hello(this.#opts.name, address, []));
-    const keywords = ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES', 'DSN'];
+    const keywords = ['PIPELINING', '8BITMIME', 'SMTPUTF8', 'ENHANCEDSTATUSCODES'];
+    if (this.#opts.dsn) keywords.push('DSN');
     const secure = this.#session.client.secure;
     if (!secure && this.#opts.starttls?.()) keywords.push('STARTTLS');
     if (secure) keywords.push('REQUIRETLS');
@@ -396,10 +399,19 @@ export class SmtpFront {
     if (body !== undefined && (body === true || !/^(7BIT|8BITMIME)$/i.test(body)))
       return replies.bodySyntax();
     if (args.SMTPUTF8 !== undefined && args.SMTPUTF8 !== true) return replies.smtputf8Syntax();
+    const dsn = this.#dsnNotOffered(args, ['RET', 'ENVID']);
+    if (dsn) return dsn;
     if (args.RET !== undefined && (args.RET === true || !/^(FULL|HDRS)$/i.test(args.RET)))
       return replies.retSyntax();
     if (args.REQUIRETLS !== undefined && !this.#session.client.secure) return replies.requireTlsWithoutTls();
     return undefined;
+  }
+
+  /** RFC 5321 4.1.1.11: a parameter of an extension we did not offer is refused (555), not ignored. */
+  #dsnNotOffered(args: Record<string, string | true>, names: readonly string[]): Reply | undefined {
+    if (this.#opts.dsn) return undefined;
+    const given = names.find((n) => args[n] !== undefined);
+    return given === undefined ? undefined : replies.dsnNotOffered(given);
   }
 
   #rcpt(text: string) {
@@ -407,6 +419,8 @@ export class SmtpFront {
     const parsed = parsePath(text, 'TO');
     if (typeof parsed === 'string' || parsed.address === '') return this.#say(replies.recipientSyntax());
     if (!this.#session.transaction) return this.#say(replies.needMail());
+    const dsn = this.#dsnNotOffered(parsed.args, ['NOTIFY', 'ORCPT']);
+    if (dsn) return this.#say(dsn);
     const notify = parsed.args.NOTIFY;
     if (notify !== undefined) {
       const values = notify === true ? [''] : notify.toUpperCase().split(',');
