@@ -24,6 +24,8 @@ export interface CliNode {
 
 const dir = mkdtempSync(join(tmpdir(), 'smtp-lb-nodes-'));
 
+const START_TIMEOUT_MS = 60_000;
+
 /** `smtp-lb --config file` as a child process, its stdout and stderr kept. */
 function spawnCli(file: string): { child: ChildProcess; output: () => string } {
   const child = spawn(process.execPath, [CLI, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -64,7 +66,9 @@ ${body}`,
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },
   };
-  const deadline = Date.now() + 20_000;
+  // Generous: a node's start (loading the compiled modules, connecting to Redis) takes seconds on a
+  // loaded 2-core machine.
+  const deadline = Date.now() + START_TIMEOUT_MS;
   for (;;) {
     const c = await SmtpDialog.open(port).catch(() => undefined);
     if (c) {
@@ -88,12 +92,13 @@ export async function spawnConfigNode(
   cleanup.push(() => {
     child.kill('SIGKILL');
   });
-  for (let i = 0; i < 100; i++) {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  for (;;) {
     const dialog = await SmtpDialog.open(port).catch(() => undefined);
     if (dialog) return { child, output, dialog };
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`node did not start: ${output()}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`node did not start: ${output()}`);
 }
 
 /** The resident set size of a process, from /proc. */
