@@ -201,6 +201,19 @@ export interface PoolConfig {
   connectRetries: number;
   /** Name we give in EHLO to the backend; defaults to the listener's hostname. */
   heloName?: string;
+  /** Reply-aware ejection of backends (static and consul pools); absent: off. */
+  outlierDetection?: OutlierDetectionConfig;
+}
+
+/** Durations in ms; the balancer's OutlierDetectionOptions. */
+export interface OutlierDetectionConfig {
+  window: number;
+  minimumVolume: number;
+  deferralPercent: number;
+  consecutiveFailures: number;
+  baseEjectionTime: number;
+  maxEjectionTime: number;
+  maxEjectedPercent: number;
 }
 
 export interface RouteConfig {

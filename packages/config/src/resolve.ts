@@ -22,6 +22,7 @@ import type {
   ListenerConfig,
   ListenerRole,
   MxPoolSource,
+  OutlierDetectionConfig,
   PolicyConfig,
   PoolConfig,
   RateLimit,
@@ -673,6 +674,31 @@ class Resolver {
       timeouts: this.backendTimeouts([...at, 'timeouts'], obj(raw.timeouts)),
       connectRetries: num(raw.connectRetries, DEFAULTS.pool.connectRetries),
       ...optional('heloName', str(raw.heloName)),
+      ...optional(
+        'outlierDetection',
+        raw.outlierDetection === undefined
+          ? undefined
+          : this.outlierDetection([...at, 'outlierDetection'], obj(raw.outlierDetection), destination),
+      ),
+    };
+  }
+
+  /** Only for pools of our own backends: the destinations of mx/originalDestination are strangers. */
+  private outlierDetection(at: PathSegment[], raw: Obj, destination: boolean): OutlierDetectionConfig {
+    if (destination) this.issues.add(at, 'EVALUE', 'only static and consul pools have outlierDetection');
+    const d = DEFAULTS.outlierDetection;
+    const base = this.duration([...at, 'baseEjectionTime'], raw.baseEjectionTime, d.baseEjectionTime, '1ms');
+    const max = this.duration([...at, 'maxEjectionTime'], raw.maxEjectionTime, d.maxEjectionTime, '1ms');
+    if (max < base)
+      this.issues.add([...at, 'maxEjectionTime'], 'EVALUE', 'must be at least baseEjectionTime');
+    return {
+      window: this.duration([...at, 'window'], raw.window, d.window, '1s'),
+      minimumVolume: num(raw.minimumVolume, d.minimumVolume),
+      deferralPercent: num(raw.deferralPercent, d.deferralPercent),
+      consecutiveFailures: num(raw.consecutiveFailures, d.consecutiveFailures),
+      baseEjectionTime: base,
+      maxEjectionTime: max,
+      maxEjectedPercent: num(raw.maxEjectedPercent, d.maxEjectedPercent),
     };
   }
 

@@ -432,6 +432,55 @@ export const OriginalDestinationPoolSchema = Closed(DestinationOptions(), [], {
     'The destination address of the trusted PROXY v2 header (what the intercepted client dialled).',
 });
 
+const OD = DEFAULTS.outlierDetection;
+
+export const OutlierDetectionSchema = Closed(
+  {
+    window: Duration("Sliding window of each backend's transactions and deferrals (at least 1s).", OD.window),
+    minimumVolume: Type.Integer({
+      minimum: 1,
+      ...withDefault(
+        'Transactions a backend must have had in the window, and another backend too, before its share is judged.',
+        OD.minimumVolume,
+      ),
+    }),
+    deferralPercent: Type.Integer({
+      minimum: 1,
+      maximum: 100,
+      ...withDefault(
+        'Percentage points of transactions deferred (4xx to MAIL, every RCPT or DATA, or lost) above the healthiest other backend of the pool that eject a backend; from a fifth of it on its weight is cut, down to 1/16.',
+        OD.deferralPercent,
+      ),
+    }),
+    consecutiveFailures: Type.Integer({
+      minimum: 0,
+      maximum: 1000,
+      ...withDefault(
+        'Connections in a row that fail before the session (refused, timed out, a 421 or other non-220 greeting, EHLO, TLS) and eject a backend; 0 is off.',
+        OD.consecutiveFailures,
+      ),
+    }),
+    baseEjectionTime: Duration(
+      'The first ejection lasts this long, the n-th n times as long; one ejection is forgiven per base time back in the pool.',
+      OD.baseEjectionTime,
+    ),
+    maxEjectionTime: Duration('No ejection lasts longer.', OD.maxEjectionTime),
+    maxEjectedPercent: Type.Integer({
+      minimum: 0,
+      maximum: 100,
+      ...withDefault(
+        'Backends of the pool ejected at once, in percent of its backends (at least one, never all); the others beyond it keep 1/16 of their weight.',
+        OD.maxEjectedPercent,
+      ),
+    }),
+  },
+  [],
+  {
+    description:
+      'Reply-aware passive health of this node (`static` and `consul` pools): set (`{}` takes the defaults) to eject backends that fail connections or defer far more than the others; absent: off.',
+  },
+);
+
 export const PoolSchema = Closed(
   {
     static: Type.Array(StaticBackendSchema, {
@@ -484,6 +533,7 @@ export const PoolSchema = Closed(
       ),
     }),
     heloName: Domain('Name we send in EHLO to the backend.', { defaultText: "the listener's `hostname`" }),
+    outlierDetection: OutlierDetectionSchema,
   },
   [],
 );

@@ -77,6 +77,7 @@ pools:
   default:
     static: [{ address: 127.0.0.1:25 }]
     tls: {}
+    outlierDetection: {}
   other:
     consul: { service: mta }
   internet:

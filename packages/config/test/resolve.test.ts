@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { loadConfig } from '../src/index.js';
-import { configOf, fixture, withBase } from './helpers.js';
+import { configOf, errorAt, errorsOf, fixture, withBase } from './helpers.js';
 
 const T = { timeout: 5_000 };
 
@@ -369,3 +369,44 @@ test('ledger through Sentinel, with TLS files taken from the config folder', T, 
     keyPrefix: 'smtp-lb',
   });
 });
+
+test(
+  'outlierDetection: absent is off, {} takes the defaults, values in ms; only on pools of own backends',
+  T,
+  () => {
+    assert.equal(configOf(withBase('')).pools.default!.outlierDetection, undefined);
+    assert.deepEqual(configOf(withBase('    outlierDetection: {}\n')).pools.default!.outlierDetection, {
+      window: 60_000,
+      minimumVolume: 20,
+      deferralPercent: 50,
+      consecutiveFailures: 5,
+      baseEjectionTime: 30_000,
+      maxEjectionTime: 300_000,
+      maxEjectedPercent: 50,
+    });
+    const set = configOf(
+      withBase(
+        '    outlierDetection: { window: 30s, baseEjectionTime: 10s, maxEjectionTime: 1m, consecutiveFailures: 0 }\n',
+      ),
+    ).pools.default!.outlierDetection!;
+    assert.deepEqual(
+      [set.window, set.baseEjectionTime, set.maxEjectionTime, set.consecutiveFailures],
+      [30_000, 10_000, 60_000, 0],
+    );
+    const errors =
+      errorsOf(`${withBase('    outlierDetection: { baseEjectionTime: 1m, maxEjectionTime: 30s, deferralPercent: 0, window: 500ms }\n')}  internet:
+    mx: {}
+    outlierDetection: {}
+`);
+    assert.match(
+      errorAt(errors, 'pools.default.outlierDetection.maxEjectionTime').message,
+      /at least baseEjectionTime/,
+    );
+    assert.match(
+      errorAt(errors, 'pools.default.outlierDetection.deferralPercent').message,
+      />= 1|at least|minimum/i,
+    );
+    assert.match(errorAt(errors, 'pools.default.outlierDetection.window').message, /at least 1s/);
+    assert.match(errorAt(errors, 'pools.internet.outlierDetection').message, /only static and consul pools/);
+  },
+);
