@@ -29,7 +29,18 @@ export interface NodeStatus {
       maxConnections: number;
       nodeConnections: number;
       clusterConnections: number;
-      health: 'ok' | 'penalised';
+      /** penalised: weight cut (connect errors, deferrals); ejected: no new sessions for now. */
+      health: 'ok' | 'penalised' | 'ejected';
+      /** With `outlierDetection`: the window's counts and the ejection, if any. */
+      outlier?: {
+        transactions: number;
+        deferred: number;
+        /** Ejections not yet forgiven (the multiplier of the next one's duration). */
+        ejections: number;
+        reason?: 'failures' | 'deferrals';
+        ejectedUntil?: string;
+        ejectedForMs?: number;
+      };
     }>;
   }>;
 }

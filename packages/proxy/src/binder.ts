@@ -74,7 +74,8 @@ export class Binder {
     let waitedSince: number | undefined;
 
     while (!signal.aborted) {
-      const all = targets.backends();
+      // Ejected backends (outlier detection) get no new sessions; the ordered kinds have none.
+      const all = targets.ordered ? targets.backends() : pool.usable(targets.backends());
       const skip = tried;
       const open = skip ? all.filter((b) => !skip.has(b.id)) : all;
       if (open.length === 0 || (!targets.ordered && attempts > pool.config.connectRetries)) {
@@ -111,7 +112,7 @@ export class Binder {
       try {
         const conn = await connectUpstream(this.#options(pool, backend, heloName), identity, signal);
         metrics.backendConnect.observe({ backend: backend.id }, (performance.now() - started) / 1000);
-        pool.health.reward(backend.id);
+        pool.connected(backend.id);
         // The slot is held exactly as long as the backend connection exists.
         const free = () => {
           lease.release();
@@ -130,8 +131,9 @@ export class Binder {
         waiters.release(backend.id);
         tried ??= new Set();
         tried.add(backend.id);
-        pool.health.penalize(backend.id);
         const e = err as UpstreamError;
+        // The client going away is no fault of the backend's.
+        if (e.code !== 'EABORTED') pool.connectFailed(backend.id);
         metrics.backendReplies.inc({
           backend: backend.id,
           command: e.stage ?? 'connect',
@@ -153,7 +155,7 @@ export class Binder {
     while (left.length > 0) {
       const candidates: Candidate[] = left.map((b) => ({
         id: b.id,
-        weight: pool.health.effectiveWeight(b.id, b.weight),
+        weight: pool.effectiveWeight(b.id, b.weight),
         count: ledger.count(b.id),
       }));
       const pick = pool.policy.pick(candidates);

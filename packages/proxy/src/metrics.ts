@@ -159,6 +159,18 @@ export class Metrics {
     help: 'Errors talking to the ledger',
     registers: [this.registry],
   });
+  readonly backendsEjected = new Gauge({
+    name: 'smtp_lb_backends_ejected',
+    help: "Backends of a pool ejected by this node's outlier detection now",
+    labelNames: ['pool'] as const,
+    registers: [this.registry],
+  });
+  readonly outlierEjections = new Counter({
+    name: 'smtp_lb_outlier_ejections_total',
+    help: 'Ejections by outlier detection, by pool, backend and reason (failures, deferrals)',
+    labelNames: ['pool', 'backend', 'reason'] as const,
+    registers: [this.registry],
+  });
   readonly discoveryBackends = new Gauge({
     name: 'smtp_lb_discovery_backends',
     help: 'Backends known per pool and state',

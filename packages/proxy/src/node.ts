@@ -246,6 +246,26 @@ export class SmtpLbNode {
         config.balancing.policy,
         Destinations.of(pc) ? new Destinations(pc, () => this.#ownEndpoints()) : undefined,
       );
+      runtime.onOutlier = (d) => {
+        if (d.ejected) {
+          this.metrics.outlierEjections.inc({ pool: name, backend: d.id, reason: d.reason });
+          this.log.warn(
+            {
+              pool: name,
+              backend: d.id,
+              reason: d.reason,
+              ejections: d.ejections,
+              until: new Date(d.until!).toISOString(),
+            },
+            'backend ejected by outlier detection',
+          );
+        } else {
+          this.log.warn(
+            { pool: name, backend: d.id, reason: d.reason },
+            'backend is an outlier but maxEjectedPercent of the pool is ejected already; weight cut instead',
+          );
+        }
+      };
       runtime.unsubscribe = source.onChange((backends) => {
         runtime.backendsChanged(backends);
         this.metrics.discoveryUpdates.inc({ pool: name });
@@ -305,6 +325,7 @@ export class SmtpLbNode {
   }
 
   status(): NodeStatus {
+    const now = Date.now();
     let sessions = 0;
     for (const l of this.#listeners.values()) sessions += l.sessions;
     return {
@@ -318,15 +339,36 @@ export class SmtpLbNode {
         name: p.name,
         ready: p.source.ready,
         backends: p.source.current().map((b) => {
-          const effective = p.health.effectiveWeight(b.id, b.weight);
+          const effective = p.effectiveWeight(b.id, b.weight, now);
+          const o = p.outliers?.state(b.id, now);
           return {
             id: b.id,
             weight: b.weight,
-            effectiveWeight: effective,
+            effectiveWeight: Math.round(effective * 100) / 100,
             maxConnections: b.maxConnections,
             nodeConnections: this.ledger.nodeCount(b.id),
             clusterConnections: this.ledger.count(b.id),
-            health: effective < b.weight ? ('penalised' as const) : ('ok' as const),
+            health: o?.ejected
+              ? ('ejected' as const)
+              : effective < b.weight
+                ? ('penalised' as const)
+                : ('ok' as const),
+            ...(o
+              ? {
+                  outlier: {
+                    transactions: o.transactions,
+                    deferred: o.deferred,
+                    ejections: o.ejections,
+                    ...(o.ejected
+                      ? {
+                          reason: o.reason!,
+                          ejectedUntil: new Date(o.ejectedUntil!).toISOString(),
+                          ejectedForMs: o.ejectedUntil! - now,
+                        }
+                      : {}),
+                  },
+                }
+              : {}),
           };
         }),
       })),
@@ -338,9 +380,13 @@ export class SmtpLbNode {
     m.backendConnections.reset();
     m.backendMaxConnections.reset();
     m.discoveryBackends.reset();
+    m.backendsEjected.reset();
+    const now = Date.now();
     for (const p of this.#pools.values()) {
       const backends = p.source.current();
       m.discoveryBackends.set({ pool: p.name, state: 'passing' }, backends.length);
+      if (p.outliers)
+        m.backendsEjected.set({ pool: p.name }, backends.filter((b) => p.isEjected(b.id, now)).length);
       for (const b of backends) {
         m.backendConnections.set({ backend: b.id, scope: 'node' }, this.ledger.nodeCount(b.id));
         m.backendConnections.set({ backend: b.id, scope: 'cluster' }, this.ledger.count(b.id));

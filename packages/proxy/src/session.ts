@@ -75,6 +75,16 @@ const CLIENT_GONE = new Error('client session ended');
 
 const ignore = () => {};
 
+/** A backend's answers in one transaction (outlier detection counts the transaction once). */
+interface Answers {
+  pool: PoolRuntime;
+  backend: string;
+  answered: number;
+  deferred: number;
+}
+
+const isDeferral = (r: Reply): boolean => r.code >= 400 && r.code < 500;
+
 function params(args: SmtpAddress['args'], conn: UpstreamConnection): Record<string, string | true> {
   const out: Record<string, string | true> = {};
   for (const key in args) {
@@ -102,6 +112,11 @@ export class ProxySession implements FrontSession {
   #tx: OpenTransaction | undefined;
   /** Transactions begun (numbers their ids). */
   #begun = 0;
+  /**
+   * The backend's answers in this transaction, for its pool's outlier detection: at the end the
+   * transaction is one vote, deferred when the backend deferred MAIL or every RCPT, or DATA.
+   */
+  #answers: Answers | undefined;
   /** Failed AUTH attempts in this session. */
   #authFailures = 0;
   /** The user's place among its concurrent sessions (`senders.limits.sessions`). */
@@ -136,7 +151,7 @@ export class ProxySession implements FrontSession {
 
   /** EHLO/HELO: the client introduced itself (again); any transaction is gone. */
   hello(proto: 'ESMTP' | 'SMTP', name: string): void {
-    this.#tx = undefined;
+    this.#endTransaction();
     this.#client.helo = name;
     this.#client.proto = proto;
   }
@@ -146,7 +161,7 @@ export class ProxySession implements FrontSession {
    * made in plaintext forgotten.
    */
   secured(): void {
-    this.#tx = undefined;
+    this.#endTransaction();
     this.#client.secure = true;
     this.#client.helo = '';
     this.#client.proto = '';
@@ -205,7 +220,7 @@ export class ProxySession implements FrontSession {
 
   /** RSET: the transaction is gone; a kept backend gets RSET before the next. */
   reset(): void {
-    this.#tx = undefined;
+    this.#endTransaction();
   }
 
   /** A protocol problem the front met (line too long, unknown command flood, TLS failure...). */
@@ -226,6 +241,7 @@ export class ProxySession implements FrontSession {
       this.log.info({ from: from.address, code: r.code }, 'MAIL refused');
       return this.#checks.pace(r);
     }
+    this.#endTransaction();
     this.#tx = {
       client: this.#client,
       id: `${this.#client.id}.${++this.#begun}`,
@@ -295,13 +311,17 @@ export class ProxySession implements FrontSession {
         const res = await bound.conn.envelope(mail, [rcpt]);
         if (res.mail) {
           this.#count(bound, 'MAIL', res.mail);
-          if (!isPositive(res.mail)) return res.mail; // the backend refused MAIL: its reply answers this RCPT
+          if (!isPositive(res.mail)) {
+            this.#answered(bound, res.mail);
+            return res.mail; // the backend refused MAIL: its reply answers this RCPT
+          }
           tx.mailAtBackend = true;
           tx.backend = bound.backend.id;
           this.#dirty = true;
         }
         const reply = res.rcpts[0]!;
         this.#count(bound, 'RCPT', reply);
+        this.#answered(bound, reply);
         if (isPositive(reply)) {
           tx.pool = poolName;
           tx.recipients.push({ address: to.address, args: to.args, pool: poolName });
@@ -398,6 +418,8 @@ export class ProxySession implements FrontSession {
       });
       drain(); // the backend may have refused DATA itself without reading the body
       this.#count(bound, 'DATA', reply);
+      this.#answered(bound, reply);
+      this.#vote(isDeferral(reply));
       if (isPositive(reply)) this.#dirty = false;
       const result = isPositive(reply) ? 'accepted' : reply.code < 500 ? 'deferred' : 'rejected';
       this.#d.metrics.transactionsTotal.inc({ pool, backend: bound.backend.id, result });
@@ -436,7 +458,7 @@ export class ProxySession implements FrontSession {
       return reply;
     } finally {
       this.#inData = false;
-      this.#tx = undefined;
+      this.#endTransaction();
       this.#d.metrics.transactionDuration.observe({ pool }, Number(process.hrtime.bigint() - started) / 1e9);
     }
   }
@@ -475,7 +497,7 @@ export class ProxySession implements FrontSession {
   close(): void {
     if (this.closed) return;
     this.#closed = true;
-    this.#tx = undefined;
+    this.#endTransaction();
     this.#forgetUser();
     this.#scan?.close();
     this.#abort?.abort(CLIENT_GONE);
@@ -489,8 +511,8 @@ export class ProxySession implements FrontSession {
 
   /**
    * The session's backend for `poolName` (and, for an MX pool, `domain`). A kept connection serves a
-   * new transaction only while its backend is still in the pool's set: one that turned critical or
-   * left gets no new transactions. A destination pool's kept connection serves the same destination.
+   * new transaction only while its backend is still in the pool's set and not ejected: one that
+   * turned critical, left or was ejected gets no new transactions. A destination pool's kept connection serves the same destination.
    */
   async #ensureBound(
     poolName: string,
@@ -508,7 +530,7 @@ export class ProxySession implements FrontSession {
       !kept.conn.closed &&
       (!newTransaction ||
         destinations !== undefined ||
-        pool?.source.current().some((b) => b.id === kept.backend.id))
+        (pool?.source.current().some((b) => b.id === kept.backend.id) && !pool.isEjected(kept.backend.id)))
     ) {
       return kept;
     }
@@ -623,11 +645,50 @@ export class ProxySession implements FrontSession {
     this.#dirty = false;
     if (!bound) return;
     bound.conn.destroy();
+    // A transaction the backend lost counts as deferred; one we cut (size, bare LF, NUL) does not.
+    if (e.code !== 'EABORTED' && this.#tx) {
+      this.#answers ??= this.#answersFor(bound);
+      this.#vote(true);
+    }
     this.#d.metrics.backendReplies.inc({ backend: bound.backend.id, command, code: e.code ?? 'error' });
     this.log.warn(
       { backend: bound.backend.id, err: { code: e.code, stage: e.stage, message: e.message } },
       'backend failed during the transaction',
     );
+  }
+
+  /** The transaction is over (RSET, a new MAIL, EHLO, STARTTLS, the client gone). */
+  #endTransaction(): void {
+    this.#tx = undefined;
+    if (this.#answers) this.#vote();
+  }
+
+  #answersFor(bound: BoundBackend): Answers | undefined {
+    const pool = this.#d.pool(bound.pool);
+    if (!pool?.outliers) return undefined;
+    return { pool, backend: bound.backend.id, answered: 0, deferred: 0 };
+  }
+
+  /** A reply of the backend to MAIL, RCPT or DATA of this transaction. */
+  #answered(bound: BoundBackend, reply: Reply): void {
+    let a = this.#answers;
+    if (a && a.backend !== bound.backend.id) {
+      // Re-bound mid-transaction (a kept connection found dead): the first backend's vote first.
+      this.#vote();
+      a = undefined;
+    }
+    a ??= this.#answers = this.#answersFor(bound);
+    if (!a) return;
+    a.answered++;
+    if (isDeferral(reply)) a.deferred++;
+  }
+
+  /** Casts the transaction's one vote: `deferred` as given (DATA, a lost backend) or from the RCPTs. */
+  #vote(deferred?: boolean): void {
+    const a = this.#answers;
+    this.#answers = undefined;
+    if (!a || (deferred === undefined && a.answered === 0)) return;
+    a.pool.transactionEnded(a.backend, deferred ?? a.deferred === a.answered);
   }
 
   #count(bound: BoundBackend, command: string, reply: Reply): void {

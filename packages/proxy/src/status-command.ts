@@ -16,12 +16,24 @@ export function table(rows: string[][]): string {
 
 export function formatStatus(s: NodeStatus): string {
   const head = `node ${s.node}  ${s.draining ? 'DRAINING' : s.ready ? 'ready' : 'NOT READY'}  ledger ${s.ledger.mode}  sessions ${s.sessions}`;
+  // With outlier detection on a pool: a column of deferred / all transactions in its window.
+  const deferrals = s.pools.some((p) => p.backends.some((b) => b.outlier));
   const rows = [['POOL', 'BACKEND', 'WEIGHT', 'CAP', 'NODE', 'CLUSTER', 'HEALTH']];
+  if (deferrals) rows[0]!.push('DEFERRED');
   for (const p of s.pools) {
     if (p.backends.length === 0)
-      rows.push([p.name, p.ready ? '(no backends)' : '(discovery pending)', '', '', '', '', '']);
+      rows.push([
+        p.name,
+        p.ready ? '(no backends)' : '(discovery pending)',
+        ...rows[0]!.slice(2).map(() => ''),
+      ]);
     for (const b of p.backends) {
       const weight = b.effectiveWeight < b.weight ? `${b.effectiveWeight}/${b.weight}` : String(b.weight);
+      const o = b.outlier;
+      const health =
+        b.health === 'ejected' && o?.ejectedForMs !== undefined
+          ? `EJECTED ${Math.ceil(o.ejectedForMs / 1000)}s (${o.reason}, ${o.ejections}x)`
+          : b.health;
       rows.push([
         p.name,
         b.id,
@@ -29,7 +41,8 @@ export function formatStatus(s: NodeStatus): string {
         String(b.maxConnections),
         String(b.nodeConnections),
         String(b.clusterConnections),
-        b.clusterConnections >= b.maxConnections ? 'AT CAP' : b.health,
+        b.clusterConnections >= b.maxConnections ? 'AT CAP' : health,
+        ...(deferrals ? [o ? `${o.deferred}/${o.transactions}` : ''] : []),
       ]);
     }
   }
