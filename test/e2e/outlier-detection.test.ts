@@ -2,7 +2,10 @@
 // (smtpd_recipient_restrictions = defer: 450 4.7.1 at RCPT): once it has deferred its share, the node
 // ejects it, new sessions go to the healthy one (the messages arrive there, the deferring one sees no
 // RCPT while ejected), /status, `smtp-lb status` and /metrics say so; after the ejection time it gets
-// sessions again and, deferring still, is ejected again for twice as long.
+// sessions again and, deferring still, is ejected again for twice as long. Greylisting that both
+// backends do alike ejects neither (one message to 50 greylisted recipients is one vote), and a
+// Postfix over its anvil connection rate (421 at the greeting) is ejected for failures while the
+// clients never see its 421.
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -169,5 +172,163 @@ describe('outlier detection: a backend that defers everything is ejected', { tim
     );
     const metrics = await (await fetch(`${admin}/metrics`)).text();
     assert.match(metrics, /^smtp_lb_outlier_ejections_total\{[^}]*reason="deferrals"\} 2$/m);
+  });
+});
+
+/** One session with one transaction to `rcpts`; the RCPT codes and the final reply, if any. */
+async function session(port: number, rcpts: string[]): Promise<{ rcpts: number[]; data?: number }> {
+  const c = await SmtpDialog.open(port);
+  try {
+    await c.read();
+    await c.cmd('EHLO client.example.org');
+    await c.cmd('MAIL FROM:<alice@example.org>');
+    const codes: number[] = [];
+    for (const to of rcpts) codes.push((await c.cmd(`RCPT TO:<${to}>`)).code);
+    if (!codes.includes(250)) return { rcpts: codes };
+    await c.cmd('DATA');
+    return { rcpts: codes, data: (await c.cmd('Subject: test\r\n\r\nhello\r\n.')).code };
+  } finally {
+    await c.cmd('QUIT').catch(() => undefined);
+    c.close();
+  }
+}
+
+async function statusOf(lb: TestNode): Promise<NodeStatus> {
+  const a = lb.node.adminAddress!;
+  return (await (await fetch(`http://${a.host}:${a.port}/status`)).json()) as NodeStatus;
+}
+
+describe('outlier detection: greylisting both backends do alike ejects nobody', { timeout: 180_000 }, () => {
+  let sink: CaptureBackend;
+  let backends: PostfixInstance[];
+  let lb: TestNode;
+
+  before(async () => {
+    sink = await startCaptureBackend();
+    // Both greylist one domain, as postgrey would for a sender never seen before.
+    const mainCf = {
+      smtpd_recipient_restrictions:
+        'check_recipient_access inline:{{grey.test=450 4.2.0 Greylisted, try again later}}, permit_mynetworks, reject_unauth_destination',
+      // 50 refused RCPTs in one session: past 20 errors Postfix would hang up (421 too many errors).
+      smtpd_soft_error_limit: '100',
+      smtpd_hard_error_limit: '100',
+    };
+    backends = await Promise.all([
+      startPostfix({ relayTo: sink.address, mainCf }),
+      startPostfix({ relayTo: sink.address, mainCf }),
+    ]);
+    // Smooth WRR alternates the two, so greylisted sessions fall on both alike (least-connections
+    // would split them at random, which at this low volume can look like an outlier).
+    lb = await startNode(
+      simpleConfig(
+        backends.map((b) => b.address),
+        {
+          extraPool: '    outlierDetection: { minimumVolume: 3 }',
+          extraTop: 'balancing: { policy: weighted-round-robin }',
+        },
+      ),
+    );
+  });
+  after(async () => {
+    await lb?.stop();
+    await Promise.all(backends.map((b) => b.stop()));
+    await sink?.close();
+  });
+
+  test('one message to 50 greylisted recipients is one vote; half of 60 sessions greylisted on both ejects neither', async () => {
+    const big = await session(
+      lb.port,
+      Array.from({ length: 50 }, (_, i) => `r${i}@grey.test`),
+    );
+    assert.deepEqual(new Set(big.rcpts), new Set([450]));
+    const after = await statusOf(lb);
+    const votes = after.pools[0]!.backends.map((b) => b.outlier!);
+    assert.deepEqual(
+      votes.map((v) => [v.transactions, v.deferred]).sort(),
+      [
+        [0, 0],
+        [1, 1],
+      ],
+      'one deferred transaction, not 50 deferred recipients',
+    );
+    // grey, grey, ok, ok, ...: each backend gets one of each pair.
+    let delivered = 0;
+    for (let k = 0; k < 60; k++) {
+      const grey = k % 4 < 2;
+      const r = await session(lb.port, [grey ? `s${k}@grey.test` : `s${k}@example.test`]);
+      assert.deepEqual(r.rcpts, [grey ? 450 : 250]);
+      if (!grey) {
+        assert.equal(r.data, 250);
+        delivered++;
+      }
+    }
+    const s = await statusOf(lb);
+    for (const b of s.pools[0]!.backends) {
+      assert.notEqual(b.health, 'ejected', `${b.id}: ${JSON.stringify(b.outlier)}`);
+      assert.ok(b.effectiveWeight >= 0.75, `${b.id}: weight ${b.effectiveWeight}`);
+    }
+    const total = s.pools[0]!.backends.reduce((n, b) => n + b.outlier!.transactions, 0);
+    const deferred = s.pools[0]!.backends.reduce((n, b) => n + b.outlier!.deferred, 0);
+    assert.deepEqual([total, deferred], [61, 31]);
+    await sink.waitForMessages(delivered, 30_000);
+    assert.ok(!lb.logs.some((l) => l.msg === 'backend ejected by outlier detection'));
+  });
+});
+
+describe('outlier detection: a backend answering 421 at the greeting is ejected', {
+  timeout: 120_000,
+}, () => {
+  let sink: CaptureBackend;
+  let good: PostfixInstance;
+  let busy: PostfixInstance;
+  let lb: TestNode;
+
+  before(async () => {
+    sink = await startCaptureBackend();
+    [good, busy] = await Promise.all([
+      startPostfix({ relayTo: sink.address }),
+      // anvil: one connection a minute from any client, the node's 127.0.0.1 included; past it
+      // Postfix greets with "421 4.7.0 ... Error: too many connections from 127.0.0.1". Postfix
+      // exempts XCLIENT-authorised clients from the limit, so this one does not authorise the node.
+      startPostfix({
+        relayTo: sink.address,
+        xclientHosts: '192.0.2.1',
+        mainCf: { smtpd_client_connection_rate_limit: '1', smtpd_client_event_limit_exceptions: '192.0.2.1' },
+      }),
+    ]);
+    lb = await startNode(
+      simpleConfig([busy.address, good.address], {
+        extraPool: '    outlierDetection: { consecutiveFailures: 3, baseEjectionTime: 1m }',
+      }),
+    );
+  });
+  after(async () => {
+    await lb?.stop();
+    await Promise.all([good?.stop(), busy?.stop()]);
+    await sink?.close();
+  });
+
+  test('the client never sees the 421 (another backend takes the session); after 3 in a row it is ejected', async () => {
+    let n = 0;
+    for (; n < 60; n++) {
+      const r = await session(lb.port, [`g${n}@example.test`]);
+      assert.deepEqual([r.rcpts, r.data], [[250], 250]);
+      const b = (await statusOf(lb)).pools[0]!.backends.find((x) => x.id === busy.address)!;
+      if (b.health === 'ejected') {
+        assert.equal(b.outlier?.reason, 'failures');
+        break;
+      }
+    }
+    assert.ok(n < 60, 'ejected within 60 sessions');
+    await busy.waitForLog(/Connection rate limit exceeded: \d+ from [^\n]*127\.0\.0\.1/, 10_000);
+    assert.ok(
+      lb.logs.some(
+        (l) =>
+          l.msg === 'backend ejected by outlier detection' &&
+          l.reason === 'failures' &&
+          l.backend === busy.address,
+      ),
+    );
+    await sink.waitForMessages(n + 1, 30_000);
   });
 });
