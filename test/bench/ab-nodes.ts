@@ -3,7 +3,8 @@
 // the two builds interleaved A B B A ... so that other load on the machine falls on both alike.
 //   node test/dist/bench/ab-nodes.js <baseline cli.js> [rounds] [candidate cli.js]
 // The candidate defaults to this work tree's build (packages/proxy/dist/src/cli.js). Prints
-// medians and ratios.
+// medians and ratios. AB_BASELINE_NODE=/path/to/node runs the baseline on another Node.js (the same
+// build on two Node.js versions: give this tree's cli.js as the baseline).
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -23,15 +24,15 @@ if (!baseline) throw new Error('usage: ab-nodes.js <baseline cli.js> [rounds]');
 const dir = await makeTempDir('ab');
 const sink = await startSmtpSink();
 const builds = [
-  { name: 'baseline', cli: path.resolve(baseline) },
-  { name: 'this', cli: candidate },
+  { name: 'baseline', cli: path.resolve(baseline), node: process.env.AB_BASELINE_NODE ?? process.execPath },
+  { name: 'this', cli: candidate, node: process.execPath },
 ];
 const nodes = [];
 for (const b of builds) {
   const port = await freePort(HOST);
   const file = path.join(dir.path, `${b.name}.yaml`);
   await writeFile(file, nodeConfig({ name: b.name, sinkPort: sink.port }, port));
-  const proc = startProcess(b.name, process.execPath, [b.cli, '--config', file]);
+  const proc = startProcess(b.name, b.node, [b.cli, '--config', file]);
   await waitForPort(port, { process: proc, timeoutMs: 15_000 });
   nodes.push({ ...b, port, proc });
 }
