@@ -329,9 +329,11 @@ export class ProxySession implements FrontSession {
         }
         return reply;
       } catch (err) {
-        const sentNothing = !tx.mailAtBackend;
+        const retry = !tx.mailAtBackend && attempt === 0 && !this.closed;
+        // A kept connection that died while idle (the backend's idle timeout) lost nothing.
+        if (!retry) this.#lost(bound, err as UpstreamError);
         this.#backendFailed(err as UpstreamError, 'rcpt');
-        if (sentNothing && attempt === 0 && !this.closed) continue;
+        if (retry) continue;
         return replies.backendLost();
       }
     }
@@ -445,6 +447,7 @@ export class ProxySession implements FrontSession {
         this.#d.metrics.transactionsTotal.inc({ pool, backend: bound.backend.id, result: 'refused' });
         return replies.backendLost();
       }
+      this.#lost(bound, e);
       this.#backendFailed(e, 'data');
       const reply =
         e.code === 'EABORTED' && e.abortReason === 'size'
@@ -662,16 +665,24 @@ export class ProxySession implements FrontSession {
     this.#dirty = false;
     if (!bound) return;
     bound.conn.destroy();
-    // A transaction the backend lost counts as deferred; one we cut (size, bare LF, NUL) does not.
-    if (e.code !== 'EABORTED' && this.#tx) {
-      this.#answers ??= this.#answersFor(bound);
-      this.#vote(true);
-    }
     this.#d.metrics.backendReplies.inc({ backend: bound.backend.id, command, code: e.code ?? 'error' });
     this.log.warn(
       { backend: bound.backend.id, err: { code: e.code, stage: e.stage, message: e.message } },
       'backend failed during the transaction',
     );
+  }
+
+  /**
+   * The backend failed in this transaction: a deferred vote. One we cut (size, bare LF, NUL) is no
+   * fault of the backend's. `bound` is the caller's: the close may have unbound it already.
+   */
+  #lost(bound: BoundBackend, e: UpstreamError): void {
+    if (e.code === 'EABORTED') return;
+    if (this.#answers?.backend !== bound.backend.id) {
+      if (this.#answers) this.#vote();
+      this.#answers = this.#answersFor(bound);
+    }
+    this.#vote(true);
   }
 
   /** The transaction is over (RSET, a new MAIL, EHLO, STARTTLS, the client gone). */
