@@ -107,6 +107,12 @@ export class Metrics {
     labelNames: ['backend', 'command', 'code'] as const,
     registers: [this.registry],
   });
+  readonly backendReplyDefects = new Counter({
+    name: 'smtp_lb_backend_reply_defects_total',
+    help: 'Backend replies relayed with control bytes (made ?), lines over 512 octets (split) or text that is not UTF-8 (passed as it came), by backend and defect',
+    labelNames: ['backend', 'defect'] as const,
+    registers: [this.registry],
+  });
   readonly backendConnections = new Gauge({
     name: 'smtp_lb_backend_connections',
     help: 'Connections to a backend held by this node (scope=node) or the whole cluster (scope=cluster)',

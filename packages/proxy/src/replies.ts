@@ -28,6 +28,7 @@ export const replies = {
   nulByte: () => reply(550, '5.6.0', 'Message contains a NUL byte, which is not allowed in SMTP content'),
   longLine: () =>
     reply(550, '5.6.0', 'Message contains a line longer than 998 octets (RFC 5322 2.1.1), not relayed'),
+  addressNotUtf8: () => reply(553, '5.6.7', 'Address is neither ASCII nor UTF-8 (RFC 6531)'),
   utf8NotAllowed: () =>
     reply(553, '5.6.7', 'Non-ASCII address requires the SMTPUTF8 parameter on MAIL FROM (RFC 6531)'),
   requireTlsUnsupported: () =>

@@ -16,6 +16,7 @@ import type {
   UpstreamConnection,
   UpstreamError,
 } from '@smtp-lb/upstream';
+import { forClient } from './backend-reply.js';
 import type { Binder, BoundBackend } from './binder.js';
 import type { BindTargets } from './destinations.js';
 import type { SaslCredentials } from './front/sasl.js';
@@ -311,17 +312,16 @@ export class ProxySession implements FrontSession {
         }
         const res = await bound.conn.envelope(mail, [rcpt]);
         if (res.mail) {
-          this.#count(bound, 'MAIL', res.mail);
-          if (!isPositive(res.mail)) {
-            this.#answered(bound, res.mail);
-            return res.mail; // the backend refused MAIL: its reply answers this RCPT
+          const refusal = this.#relayed(bound, 'MAIL', res.mail);
+          if (!isPositive(refusal)) {
+            this.#answered(bound, refusal);
+            return refusal; // the backend refused MAIL: its reply answers this RCPT
           }
           tx.mailAtBackend = true;
           tx.backend = bound.backend.id;
           this.#dirty = true;
         }
-        const reply = res.rcpts[0]!;
-        this.#count(bound, 'RCPT', reply);
+        const reply = this.#relayed(bound, 'RCPT', res.rcpts[0]!);
         this.#answered(bound, reply);
         if (isPositive(reply)) {
           tx.pool = poolName;
@@ -414,14 +414,14 @@ export class ProxySession implements FrontSession {
     const started = process.hrtime.bigint();
     this.#inData = true;
     try {
-      const reply = await bound.conn.data(body, {
+      const got = await bound.conn.data(body, {
         bareNewlines: this.#listener.bareNewlines,
         nulBytes: this.#listener.nulBytes,
         longLines: this.#listener.longLines,
         maxBytes: this.#listener.maxMessageSize,
       });
       drain(); // the backend may have refused DATA itself without reading the body
-      this.#count(bound, 'DATA', reply);
+      const reply = this.#relayed(bound, 'DATA', got);
       this.#answered(bound, reply);
       this.#vote(isDeferral(reply));
       if (isPositive(reply)) this.#dirty = false;
@@ -719,7 +719,19 @@ export class ProxySession implements FrontSession {
     a.pool.transactionEnded(a.backend, deferred ?? a.deferred === a.answered);
   }
 
-  #count(bound: BoundBackend, command: string, reply: Reply): void {
-    this.#d.metrics.backendReplies.inc({ backend: bound.backend.id, command, code: String(reply.code) });
+  /** A backend's reply on its way to the client: counted, and made safe for it (backend-reply.ts). */
+  #relayed(bound: BoundBackend, command: string, reply: Reply): Reply {
+    const backend = bound.backend.id;
+    this.#d.metrics.backendReplies.inc({ backend, command, code: String(reply.code) });
+    const out = forClient(reply);
+    if (out.defects.length === 0) return reply;
+    for (const defect of out.defects) this.#d.metrics.backendReplyDefects.inc({ backend, defect });
+    this.log.warn(
+      { backend, command, code: reply.code, defects: out.defects, reply: reply.lines[0]?.slice(0, 200) },
+      out.defects.every((d) => d === 'not-utf8')
+        ? 'backend reply text is not UTF-8: relayed as it came'
+        : 'backend reply repaired for the client',
+    );
+    return out.reply;
   }
 }

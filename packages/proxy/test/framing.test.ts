@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough, type Readable } from 'node:stream';
 import { test } from 'node:test';
+import { encodeWire, hasRawBytes } from '@smtp-lb/upstream';
 import { CommandLines, DotReader, MAX_LINE, TOO_LONG } from '../src/front/framing.js';
 import { dataCases as cases } from './data-cases.js';
 
@@ -134,6 +135,25 @@ function cutAtRandom(buf: Buffer, rnd: () => number): Buffer[] {
   }
   return out;
 }
+
+test('CommandLines: UTF-8 as sent, and a byte that is not UTF-8 kept (hasRawBytes), never U+FFFD', () => {
+  const lines = new CommandLines();
+  lines.push(
+    Buffer.concat([
+      Buffer.from('MAIL FROM:<jöran@x.test>\r\nRCPT TO:<b'),
+      Buffer.from([0xf8, 0xc3]),
+      Buffer.from('@x>\r\n'),
+    ]),
+  );
+  assert.equal(lines.next(), 'MAIL FROM:<jöran@x.test>');
+  const raw = lines.next() as string;
+  assert.equal(raw, 'RCPT TO:<b\udcf8\udcc3@x>');
+  assert.ok(hasRawBytes(raw) && !raw.includes('\ufffd'));
+  assert.deepEqual(
+    encodeWire(raw),
+    Buffer.from([...Buffer.from('RCPT TO:<b'), 0xf8, 0xc3, ...Buffer.from('@x>')]),
+  );
+});
 
 test('DotReader against a reference: random content, stuffed as a client would, cut at random', async () => {
   const rnd = random(0x5eed);

@@ -1,7 +1,9 @@
 // Turns the backend's byte stream into SMTP replies (RFC 5321 4.2): `NNN-text` continuation lines and
 // a final `NNN text` line, the same three-digit code on every line. Lines are kept exactly so the
-// proxy can relay them verbatim; anything else is a protocol error.
+// proxy can relay them verbatim (bytes that are not UTF-8 included, see wire-text.ts; control bytes
+// too: what reaches a client is the proxy's call); anything else is a protocol error.
 import type { Reply } from './types.js';
+import { decodeWire } from './wire-text.js';
 
 /** RFC 5321 4.5.3.1.5 allows 512 octets a reply line; be generous, but never buffer without bound. */
 const MAX_LINE = 8192;
@@ -57,6 +59,7 @@ export class ReplyParser {
   /** The line `buf[start, end)`: `NNN`, `NNN text` or `NNN-text` with NNN from 200 to 599. */
   private line(buf: Buffer, start: number, end: number): Reply | undefined {
     const n = end - start;
+    if (n > MAX_LINE) throw new ReplyParseError(`reply line longer than ${MAX_LINE} bytes`);
     if (n < 3) garbage(buf, start, end);
     const c0 = buf[start]!;
     const c1 = buf[start + 1]!;
@@ -66,10 +69,7 @@ export class ReplyParser {
       garbage(buf, start, end);
     }
     // The three digits and the separator are ASCII: the text after them decodes on its own.
-    const text = n > 4 ? buf.toString('utf8', start + 4, end) : '';
-    if ((n > 4 ? 4 + text.length : n) > MAX_LINE) {
-      throw new ReplyParseError(`reply line longer than ${MAX_LINE} bytes`);
-    }
+    const text = n > 4 ? decodeWire(buf, start + 4, end) : '';
     const code = (c0 - 0x30) * 100 + (c1 - 0x30) * 10 + (c2 - 0x30);
     if (this.lines.length > 0 && code !== this.code) {
       throw new ReplyParseError(`reply code changed from ${this.code} to ${code} within one reply`);
@@ -95,7 +95,6 @@ export class ReplyParser {
 
 function garbage(buf: Buffer, start: number, end: number): never {
   const text = buf.toString('utf8', start, end);
-  if (text.length > MAX_LINE) throw new ReplyParseError(`reply line longer than ${MAX_LINE} bytes`);
   throw new ReplyParseError(`not an SMTP reply line: ${JSON.stringify(text.slice(0, 80))}`);
 }
 

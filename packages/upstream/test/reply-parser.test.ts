@@ -3,8 +3,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { mulberry32 } from '@smtp-lb/testkit';
+import fc from 'fast-check';
 import { ReplyParseError, ReplyParser } from '../src/reply-parser.js';
 import type { Reply } from '../src/types.js';
+import { encodeWire } from '../src/wire-text.js';
 
 const push = (p: ReplyParser, s: string) => p.push(Buffer.from(s));
 
@@ -55,6 +57,56 @@ describe('ReplyParser', () => {
     assert.throws(() => push(new ReplyParser(), '600 no such class\r\n'), ReplyParseError);
     assert.throws(() => push(new ReplyParser(), '250-a\r\n251 b\r\n'), /changed from 250 to 251/);
     assert.throws(() => push(new ReplyParser(), `250 ${'x'.repeat(9000)}`), /longer than/);
+  });
+
+  it('keeps bytes that are not UTF-8, NUL and other control bytes exactly (the proxy decides what a client gets)', () => {
+    const wire = Buffer.concat([
+      Buffer.from('550 5.7.1 caf'),
+      Buffer.from([0xe9, 0x00, 0x07, 0x0d, 0xff]),
+      Buffer.from(' x\r\n'),
+    ]);
+    const [r] = new ReplyParser().push(wire);
+    assert.equal(r!.enhanced, '5.7.1');
+    assert.deepEqual(Buffer.from(encodeWire(r!.lines[0]!) as Buffer), wire.subarray(4, wire.length - 2));
+  });
+
+  it('any bytes, cut anywhere: well-formed replies or a ReplyParseError, never another failure (property)', () => {
+    const chunk = fc.oneof(
+      fc.uint8Array({ maxLength: 24 }).map((a) => Buffer.from(a)),
+      fc
+        .tuple(
+          fc.constantFrom('250', '550', '451', '220', '600', '25', '2x0'),
+          fc.constantFrom(' ', '-', '', 'x'),
+          fc.uint8Array({ maxLength: 30 }),
+          fc.constantFrom('\r\n', '\n', '\r', ''),
+        )
+        .map(([c, sep, text, end]) =>
+          Buffer.concat([Buffer.from(c + sep), Buffer.from(text), Buffer.from(end)]),
+        ),
+      fc.integer({ min: 8180, max: 8200 }).map((n) => Buffer.from(`250 ${'y'.repeat(n)}\r\n`)),
+    );
+    fc.assert(
+      fc.property(fc.array(chunk, { maxLength: 12 }), (chunks) => {
+        const p = new ReplyParser();
+        try {
+          for (const c of chunks) {
+            for (const r of p.push(c)) {
+              assert.ok(Number.isInteger(r.code) && r.code >= 200 && r.code <= 599, `code ${r.code}`);
+              assert.ok(r.lines.length >= 1 && r.lines.length <= 512);
+              for (const line of r.lines) {
+                assert.equal(typeof line, 'string');
+                assert.ok(!line.includes('\n'), 'no LF inside a line');
+                assert.ok(Buffer.byteLength(line) <= 3 * 8192);
+              }
+              if (r.enhanced) assert.match(r.enhanced, /^[245]\.\d{1,3}\.\d{1,3}$/);
+            }
+          }
+        } catch (err) {
+          if (!(err instanceof ReplyParseError)) throw err;
+        }
+      }),
+      { seed: 5321, numRuns: 2000 },
+    );
   });
 
   it('forgets everything on reset (nothing read before a TLS handshake survives it)', () => {

@@ -4,6 +4,7 @@
 // pace (a body the session does not read pauses the client's socket).
 import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
+import { decodeWire } from '@smtp-lb/upstream';
 
 /** RFC 5321 4.5.3.1.4 says 512; smtp-server allowed 16 KiB (long ORCPT/ENVID); so do we. */
 export const MAX_LINE = 16 * 1024;
@@ -28,14 +29,17 @@ export class CommandLines {
     this.#buf = this.#buf.length === 0 ? chunk : Buffer.concat([this.#buf, chunk]);
   }
 
-  /** The next complete line (UTF-8, without its line end), undefined until one is complete. */
+  /**
+   * The next complete line (without its line end), undefined until one is complete. UTF-8, every byte
+   * kept: a byte that is not UTF-8 stays recognisable (hasRawBytes) instead of becoming U+FFFD.
+   */
   next(): string | undefined | typeof TOO_LONG {
     const buf = this.#buf;
     const lf = buf.indexOf(LF);
     if (lf < 0) return buf.length > MAX_LINE ? TOO_LONG : undefined;
     if (lf > MAX_LINE) return TOO_LONG;
     const end = lf > 0 && buf[lf - 1] === CR ? lf - 1 : lf;
-    const text = buf.toString('utf8', 0, end);
+    const text = decodeWire(buf, 0, end);
     this.#buf = lf + 1 === buf.length ? EMPTY : buf.subarray(lf + 1);
     return text;
   }

@@ -15,7 +15,7 @@
 // after STARTTLS is discarded (RFC 3207 4.2), replies to MAIL/RCPT/DATA are the session's own.
 import type { Duplex, Readable } from 'node:stream';
 import { type SecureContext, TLSSocket } from 'node:tls';
-import type { Reply } from '@smtp-lb/upstream';
+import { encodeWire, hasRawBytes, type Reply } from '@smtp-lb/upstream';
 import { replies, wireReply } from '../replies.js';
 import type { Client, SmtpAddress, Transaction } from '../transaction.js';
 import { CommandDeadline, DataRate } from './deadlines.js';
@@ -203,7 +203,8 @@ export class SmtpFront {
       this.#socket.cork();
       setImmediate(uncork, this.#socket);
     }
-    if (!this.#socket.write(wireReply(r)) && !this.#blocked) {
+    // A backend's reply text may carry bytes that are not UTF-8: they leave as they came.
+    if (!this.#socket.write(encodeWire(wireReply(r))) && !this.#blocked) {
       this.#blocked = true;
       this.#socket.once('drain', this.#onDrain);
     }
@@ -383,10 +384,20 @@ export class SmtpFront {
     if (this.#needHello()) return;
     const parsed = parsePath(text, 'FROM');
     if (typeof parsed === 'string') return this.#say(replies.pathSyntax(parsed));
+    if (hasRawBytes(parsed.address)) return this.#notUtf8('MAIL');
     if (this.#session.transaction) return this.#say(replies.nestedMail());
     const bad = this.#checkMailParams(parsed.args);
     if (bad) return this.#say(bad);
     this.#await(this.#session.mail(parsed), 'MAIL');
+  }
+
+  /**
+   * RFC 6531 3.3: an address is ASCII or UTF-8. One with other bytes is refused, never passed on with
+   * its bytes rewritten (Postfix answers such a line `500 5.5.2 Error: bad UTF-8 syntax`).
+   */
+  #notUtf8(verb: 'MAIL' | 'RCPT') {
+    this.#session.problem(`${verb} address is not UTF-8`);
+    this.#say(replies.addressNotUtf8());
   }
 
   #checkMailParams(args: Record<string, string | true>): Reply | undefined {
@@ -418,6 +429,7 @@ export class SmtpFront {
     if (this.#needHello()) return;
     const parsed = parsePath(text, 'TO');
     if (typeof parsed === 'string' || parsed.address === '') return this.#say(replies.recipientSyntax());
+    if (hasRawBytes(parsed.address)) return this.#notUtf8('RCPT');
     if (!this.#session.transaction) return this.#say(replies.needMail());
     const dsn = this.#dsnNotOffered(parsed.args, ['NOTIFY', 'ORCPT']);
     if (dsn) return this.#say(dsn);
@@ -624,7 +636,7 @@ export function parsePath(text: string, keyword: 'FROM' | 'TO'): SmtpAddress | s
     if (param === '') continue;
     const eq = param.indexOf('=');
     const key = (eq < 0 ? param : param.slice(0, eq)).toUpperCase();
-    if (key === '' || CONTROL.test(param)) return 'Bad parameter syntax';
+    if (key === '' || CONTROL.test(param) || hasRawBytes(param)) return 'Bad parameter syntax';
     if (key in args) return `Duplicate ${key} parameter`;
     args[key] = eq < 0 ? true : param.slice(eq + 1);
   }
