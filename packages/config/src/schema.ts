@@ -269,7 +269,7 @@ export const ListenerSchema = Closed(
           DEFAULTS.listener.idleTimeout,
         ),
         command: Duration(
-          'A command line must be complete this long after its first byte (421 4.4.2); also the most DATA has in hand.',
+          'A command line must be complete this long after its first byte (421 4.4.2), a STARTTLS handshake after the 220; also the most DATA has in hand.',
           DEFAULTS.listener.commandTimeout,
         ),
         minDataRate: Type.Integer({

@@ -591,6 +591,12 @@ export class SmtpFront {
     this.#busy = true;
     const secure = new TLSSocket(plain as never, { isServer: true, secureContext: context });
     this.#socket = secure;
+    // No idle timer watches the handshake, and bytes trickling in must not keep it going either: it
+    // has `commandTimeout` from now, as a command line has from its first byte.
+    const ms = this.#opts.commandTimeout;
+    const deadline = setTimeout(() => secure.destroy(new Error(`TLS handshake not complete within ${ms} ms`)), ms);
+    deadline.unref();
+    secure.once('close', () => clearTimeout(deadline));
     secure.on('close', this.#onClose);
     secure.on('error', (err) => {
       this.#session.problem('TLS failed', { err: { message: err.message } });
@@ -598,6 +604,7 @@ export class SmtpFront {
       plain.destroy();
     });
     secure.once('secure', () => {
+      clearTimeout(deadline);
       this.#session.secured();
       this.#busy = false;
       this.#watch(secure);
