@@ -52,7 +52,9 @@ describe('the STARTTLS handshake has a deadline', { timeout: 60_000 }, () => {
       await c.waitClosed(10_000);
       const took = Date.now() - started;
       assert.ok(took >= 900 && took < 8_000, `closed after ${took} ms`);
-      assert.ok(lb.logs.some((l) => l.msg === 'TLS failed' && JSON.stringify(l).includes('handshake not complete')));
+      assert.ok(
+        lb.logs.some((l) => l.msg === 'TLS failed' && JSON.stringify(l).includes('handshake not complete')),
+      );
     });
   }
 });

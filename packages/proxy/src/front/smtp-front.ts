@@ -594,7 +594,10 @@ export class SmtpFront {
     // No idle timer watches the handshake, and bytes trickling in must not keep it going either: it
     // has `commandTimeout` from now, as a command line has from its first byte.
     const ms = this.#opts.commandTimeout;
-    const deadline = setTimeout(() => secure.destroy(new Error(`TLS handshake not complete within ${ms} ms`)), ms);
+    const deadline = setTimeout(
+      () => secure.destroy(new Error(`TLS handshake not complete within ${ms} ms`)),
+      ms,
+    );
     deadline.unref();
     secure.once('close', () => clearTimeout(deadline));
     secure.on('close', this.#onClose);
