@@ -218,6 +218,16 @@ describe('routing and verification by recipient map', T, () => {
     assert.ok((await metric(lb, 'smtp_lb_recipient_lookup_seconds_count', '{map="staff"}')) >= 1);
   });
 
+  test('a known recipient: the listener check and the route ask the map once between them (cacheTtl 0)', async () => {
+    const found = () =>
+      metric(lb, 'smtp_lb_recipient_lookups_total', '{map="staff",result="found"}').catch(() => 0);
+    const before = await found();
+    const [r] = await rcptReplies('ldap', ['alice@example.com']);
+    assert.match(r, /^250 /);
+    // Before, `recipients: { map: staff }` and `recipientMap: staff` each asked slapd: 2 lookups.
+    assert.equal(await found(), before + 1);
+  });
+
   test('LDAP stopped: 451 4.3.0 (never 550), a log line, other sessions served; back: found again', async () => {
     await slapd.down();
     try {

@@ -395,11 +395,16 @@ export interface LdapMapConfig {
   connections: number;
 }
 
+/** Where a redis map's client connects: one of url, cluster and sentinel (its own or the ledger's). */
 export interface RedisMapConfig {
-  /** redis:// URL; absent together with `cluster`: no Redis (a config error). */
+  /** redis:// or rediss:// URL. */
   url?: string;
-  /** Seed nodes of a Redis Cluster (from `ledger.redisCluster`). */
+  /** Seed nodes of a Redis Cluster. */
   cluster?: string[];
+  /** A master found through Sentinel. */
+  sentinel?: RedisSentinelConfig;
+  /** TLS to every connection (and the sentinels): the map's own, or the ledger's with its target. */
+  tls?: RedisTlsConfig;
   /** Keys mode: `GET <prefix><key>`; unused when `hash` is set. */
   prefix: string;
   /** Hash mode: `HGET <hash> <key>`. */

@@ -27,6 +27,9 @@ import type {
   PoolConfig,
   RateLimit,
   RecipientMapConfig,
+  RedisMapConfig,
+  RedisSentinelConfig,
+  RedisTlsConfig,
   RouteConfig,
   ScannerConfig,
   SendersConfig,
@@ -294,27 +297,7 @@ class Resolver {
       timeout: this.duration([...at, 'timeout'], raw.timeout, d.timeout, '1ms'),
     };
     if (raw.file !== undefined) map.file = this.file(raw.file);
-    if (isPlainObject(raw.redis)) {
-      const r = raw.redis;
-      const url =
-        r.url === undefined
-          ? ledger.redis
-          : this.parsed([...at, 'redis', 'url'], parseUrl(r.url, ['redis:', 'rediss:']), '');
-      const cluster = r.url === undefined ? ledger.redisCluster : undefined;
-      if (url === undefined && cluster === undefined) {
-        this.issues.add(
-          [...at, 'redis', 'url'],
-          'EREQUIRED',
-          'required when ledger.redis and ledger.redisCluster are not set',
-        );
-      }
-      map.redis = {
-        ...optional('url', url),
-        ...optional('cluster', cluster),
-        prefix: str(r.prefix) ?? d.redisPrefix,
-        ...optional('hash', str(r.hash)),
-      };
-    }
+    if (isPlainObject(raw.redis)) map.redis = this.redisMap([...at, 'redis'], raw.redis, ledger);
     if (isPlainObject(raw.ldap)) {
       const l = raw.ldap;
       const url = this.parsed([...at, 'ldap', 'url'], parseUrl(l.url, ['ldap:', 'ldaps:']), '');
@@ -854,6 +837,89 @@ class Resolver {
     };
   }
 
+  /**
+   * A redis map's connection: its own `url`, `cluster` or `sentinel` (one of them) with its own
+   * `tls`, or else the ledger's Redis with the ledger's TLS (the map's `tls` replacing it if given).
+   */
+  private redisMap(at: PathSegment[], r: Obj, ledger: LedgerConfig): RedisMapConfig {
+    const modes = (['url', 'cluster', 'sentinel'] as const).filter((m) => r[m] !== undefined);
+    if (modes.length > 1) {
+      this.issues.add(
+        [...at, modes[1]!],
+        'EVALUE',
+        `give one of url, cluster, sentinel, not ${modes.join(' and ')}`,
+      );
+    }
+    const own = this.redisTls([...at, 'tls'], r.tls);
+    const where =
+      modes.length > 0
+        ? {
+            ...optional(
+              'url',
+              r.url === undefined
+                ? undefined
+                : this.parsed([...at, 'url'], parseUrl(r.url, ['redis:', 'rediss:']), ''),
+            ),
+            ...optional('cluster', this.redisUrls([...at, 'cluster'], r.cluster)),
+            ...optional('sentinel', this.redisSentinel([...at, 'sentinel'], r.sentinel)),
+            ...optional('tls', own),
+          }
+        : {
+            ...optional('url', ledger.redis),
+            ...optional('cluster', ledger.redisCluster),
+            ...optional('sentinel', ledger.redisSentinel),
+            ...optional('tls', own ?? ledger.tls),
+          };
+    if (where.url === undefined && where.cluster === undefined && where.sentinel === undefined) {
+      this.issues.add(
+        [...at, 'url'],
+        'EREQUIRED',
+        'required when the ledger has no Redis (redis, redisCluster or redisSentinel)',
+      );
+    }
+    return {
+      ...where,
+      prefix: str(r.prefix) ?? DEFAULTS.recipientMap.redisPrefix,
+      ...optional('hash', str(r.hash)),
+    };
+  }
+
+  private redisUrls(at: PathSegment[], raw: unknown): string[] | undefined {
+    return Array.isArray(raw)
+      ? raw.map((u, i) => this.parsed([...at, i], parseUrl(u, ['redis:', 'rediss:']), ''))
+      : undefined;
+  }
+
+  private redisSentinel(at: PathSegment[], raw: unknown): RedisSentinelConfig | undefined {
+    if (!isPlainObject(raw)) return undefined;
+    return {
+      sentinels: list(raw.sentinels).map((a, i) => this.address([...at, 'sentinels', i], a, false)),
+      masterName: str(raw.masterName) ?? '',
+      ...optional('username', str(raw.username)),
+      ...optional('password', str(raw.password)),
+      ...optional('sentinelUsername', str(raw.sentinelUsername)),
+      ...optional('sentinelPassword', str(raw.sentinelPassword)),
+      db: num(raw.db, 0),
+    };
+  }
+
+  private redisTls(at: PathSegment[], raw: unknown): RedisTlsConfig | undefined {
+    if (!isPlainObject(raw)) return undefined;
+    if ((raw.cert === undefined) !== (raw.key === undefined)) {
+      this.issues.add(
+        [...at, raw.cert === undefined ? 'cert' : 'key'],
+        'EVALUE',
+        'give cert and key together',
+      );
+    }
+    return {
+      ...optional('ca', raw.ca === undefined ? undefined : this.file(raw.ca)),
+      ...optional('cert', raw.cert === undefined ? undefined : this.file(raw.cert)),
+      ...optional('key', raw.key === undefined ? undefined : this.file(raw.key)),
+      ...optional('servername', str(raw.servername)),
+    };
+  }
+
   private ledger(raw: Obj): LedgerConfig {
     const keyPrefix = str(raw.keyPrefix) ?? DEFAULTS.ledger.keyPrefix;
     // Each script's keys share one hash tag of our own; a brace in the prefix would change the slot.
@@ -868,17 +934,9 @@ class Resolver {
         `give one of redis, redisCluster, redisSentinel, not ${modes.join(' and ')}`,
       );
     }
-    const sentinel = isPlainObject(raw.redisSentinel) ? raw.redisSentinel : undefined;
     const tls = isPlainObject(raw.tls) ? raw.tls : undefined;
     if (tls && modes.length === 0) {
       this.issues.add(['ledger', 'tls'], 'EVALUE', 'needs redis, redisCluster or redisSentinel');
-    }
-    if (tls && (tls.cert === undefined) !== (tls.key === undefined)) {
-      this.issues.add(
-        ['ledger', 'tls', tls.cert === undefined ? 'cert' : 'key'],
-        'EVALUE',
-        'give cert and key together',
-      );
     }
     return {
       ...optional(
@@ -887,37 +945,9 @@ class Resolver {
           ? undefined
           : this.parsed(['ledger', 'redis'], parseUrl(raw.redis, ['redis:', 'rediss:']), ''),
       ),
-      ...optional(
-        'redisCluster',
-        Array.isArray(raw.redisCluster)
-          ? raw.redisCluster.map((u, i) =>
-              this.parsed(['ledger', 'redisCluster', i], parseUrl(u, ['redis:', 'rediss:']), ''),
-            )
-          : undefined,
-      ),
-      ...optional(
-        'redisSentinel',
-        sentinel && {
-          sentinels: list(sentinel.sentinels).map((a, i) =>
-            this.address(['ledger', 'redisSentinel', 'sentinels', i], a, false),
-          ),
-          masterName: str(sentinel.masterName) ?? '',
-          ...optional('username', str(sentinel.username)),
-          ...optional('password', str(sentinel.password)),
-          ...optional('sentinelUsername', str(sentinel.sentinelUsername)),
-          ...optional('sentinelPassword', str(sentinel.sentinelPassword)),
-          db: num(sentinel.db, 0),
-        },
-      ),
-      ...optional(
-        'tls',
-        tls && {
-          ...optional('ca', tls.ca === undefined ? undefined : this.file(tls.ca)),
-          ...optional('cert', tls.cert === undefined ? undefined : this.file(tls.cert)),
-          ...optional('key', tls.key === undefined ? undefined : this.file(tls.key)),
-          ...optional('servername', str(tls.servername)),
-        },
-      ),
+      ...optional('redisCluster', this.redisUrls(['ledger', 'redisCluster'], raw.redisCluster)),
+      ...optional('redisSentinel', this.redisSentinel(['ledger', 'redisSentinel'], raw.redisSentinel)),
+      ...optional('tls', this.redisTls(['ledger', 'tls'], raw.tls)),
       leaseTtl: this.duration(['ledger', 'leaseTtl'], raw.leaseTtl, DEFAULTS.ledger.leaseTtl, MIN_LEASE_TTL),
       onRedisDown: (str(raw.onRedisDown) ?? DEFAULTS.ledger.onRedisDown) as LedgerConfig['onRedisDown'],
       keyPrefix,

@@ -563,6 +563,43 @@ export const RouteSchema = Closed(
   [],
 );
 
+/** A Redis master found through Sentinel (`ledger.redisSentinel`, a redis map's `sentinel`). */
+function redisSentinelSchema(insteadOf: string) {
+  return Closed(
+    {
+      sentinels: Type.Array(Address('A sentinel.'), {
+        minItems: 1,
+        description: `Sentinels to ask for the current master, instead of \`${insteadOf}\`.`,
+      }),
+      masterName: Text('Name of the master the sentinels monitor.'),
+      username: Text('ACL user on the master and replicas.'),
+      password: Text('Password of the master and replicas.'),
+      sentinelUsername: Text('ACL user on the sentinels.'),
+      sentinelPassword: Text('Password of the sentinels.'),
+      db: Type.Integer({ minimum: 0, ...withDefault('Database number.', 0) }),
+    },
+    ['sentinels', 'masterName'],
+  );
+}
+
+/** TLS to Redis (`ledger.tls`, a redis map's `tls`): PEM files the proxy reads at start. */
+function redisTlsSchema(description: string) {
+  return Closed(
+    {
+      ca: Text('PEM file of the CAs to trust (default: the system store).', { syntax: 'path' }),
+      cert: Text('PEM client certificate file (with `key`, for `tls-auth-clients`).', {
+        syntax: 'path',
+      }),
+      key: Text('PEM private key file of `cert`.', { syntax: 'path' }),
+      servername: Domain('Name for SNI and the certificate check.', {
+        defaultText: 'the host connected to',
+      }),
+    },
+    [],
+    { description },
+  );
+}
+
 const RM = DEFAULTS.recipientMap;
 
 export const RecipientMapSchema = Closed(
@@ -579,9 +616,17 @@ export const RecipientMapSchema = Closed(
         hash: Text('Hash mode instead: `HGET <hash> <key>`.'),
         url: Type.String({
           description: 'Redis URL (`redis://` or `rediss://`).',
-          defaultText: '`ledger.redis` (or `ledger.redisCluster`)',
+          defaultText: "the ledger's Redis (`redis`, `redisCluster` or `redisSentinel`, with its `tls`)",
           syntax: 'URL',
         }),
+        cluster: Type.Array(Type.String({ syntax: 'URL' }), {
+          minItems: 1,
+          description: 'Seed node URLs of a Redis Cluster, instead of `url`.',
+        }),
+        sentinel: redisSentinelSchema('url'),
+        tls: redisTlsSchema(
+          "TLS to this map's Redis (and its sentinels), as `ledger.tls`; without `url`, `cluster` and `sentinel` it replaces the ledger's.",
+        ),
       },
       [],
     ),
@@ -909,37 +954,9 @@ export const ConfigFileSchema = Closed(
           minItems: 1,
           description: 'Seed node URLs of a Redis Cluster, instead of `redis`.',
         }),
-        redisSentinel: Closed(
-          {
-            sentinels: Type.Array(Address('A sentinel.'), {
-              minItems: 1,
-              description: 'Sentinels to ask for the current master, instead of `redis`.',
-            }),
-            masterName: Text('Name of the master the sentinels monitor.'),
-            username: Text('ACL user on the master and replicas.'),
-            password: Text('Password of the master and replicas.'),
-            sentinelUsername: Text('ACL user on the sentinels.'),
-            sentinelPassword: Text('Password of the sentinels.'),
-            db: Type.Integer({ minimum: 0, ...withDefault('Database number.', 0) }),
-          },
-          ['sentinels', 'masterName'],
-        ),
-        tls: Closed(
-          {
-            ca: Text('PEM file of the CAs to trust (default: the system store).', { syntax: 'path' }),
-            cert: Text('PEM client certificate file (with `key`, for `tls-auth-clients`).', {
-              syntax: 'path',
-            }),
-            key: Text('PEM private key file of `cert`.', { syntax: 'path' }),
-            servername: Domain('Name for SNI and the certificate check.', {
-              defaultText: 'the host connected to',
-            }),
-          },
-          [],
-          {
-            description:
-              'TLS to Redis (every mode; with Sentinel, to the sentinels too); on as soon as the section is there.',
-          },
+        redisSentinel: redisSentinelSchema('redis'),
+        tls: redisTlsSchema(
+          'TLS to Redis (every mode; with Sentinel, to the sentinels too); on as soon as the section is there.',
         ),
         leaseTtl: Duration(
           'Connections of a dead node stop counting after this (at least 1s).',

@@ -89,6 +89,7 @@ shaping:
   policy: { address: 127.0.0.1:10023 }
 recipientMaps:
   default: { ldap: { url: ldap://127.0.0.1, base: dc=example } }
+  inRedis: { redis: { sentinel: { sentinels: [127.0.0.1:26379], masterName: m } } }
 scanners:
   default: { rspamd: { url: http://127.0.0.1:11333 } }
 
@@ -105,7 +106,9 @@ ledger: { redisSentinel: { sentinels: [127.0.0.1:26379], masterName: m } }
       ? 'internet'
       : row.key.startsWith('pools.<name>.originalDestination.')
         ? 'intercepted'
-        : 'default';
+        : row.key.startsWith('recipientMaps.<name>.redis.')
+          ? 'inRedis'
+          : 'default';
     const path = row.key.replace(/\[\]/g, index).replace('<name>', pool).split('.');
     let actual: unknown = resolved;
     for (const p of path) actual = (actual as Record<string, unknown>)[p];

@@ -85,6 +85,70 @@ recipientMaps:
   },
 );
 
+test("a redis map takes the ledger's Sentinel and TLS, or its own connection and TLS", T, () => {
+  const c = configOf(
+    withBase(`ledger:
+  redisSentinel: { sentinels: [127.0.0.1:26379, "127.0.0.2:26379"], masterName: mymaster, password: pw }
+  tls: { ca: /etc/redis/ca.pem, servername: redis.internal }
+recipientMaps:
+  inherited: { redis: {} }
+  ownTls: { redis: { tls: { ca: /etc/maps/ca.pem } } }
+  ownSentinel:
+    redis:
+      sentinel: { sentinels: [10.0.0.5:26379], masterName: maps, db: 2 }
+      tls: { ca: /etc/maps/ca.pem, cert: /etc/maps/c.pem, key: /etc/maps/k.pem }
+  ownUrl: { redis: { url: "redis://10.0.0.9:6380" } }
+  ownCluster: { redis: { cluster: ["redis://10.0.0.7:7000"], hash: h } }
+`),
+  );
+  const maps = c.recipientMaps!;
+  const ledgerSentinel = {
+    sentinels: [
+      { host: '127.0.0.1', port: 26379 },
+      { host: '127.0.0.2', port: 26379 },
+    ],
+    masterName: 'mymaster',
+    password: 'pw',
+    db: 0,
+  };
+  assert.deepEqual(maps.inherited?.redis, {
+    sentinel: ledgerSentinel,
+    tls: { ca: '/etc/redis/ca.pem', servername: 'redis.internal' },
+    prefix: 'smtp-lb:rcpt:',
+  });
+  assert.deepEqual(maps.ownTls?.redis, {
+    sentinel: ledgerSentinel,
+    tls: { ca: '/etc/maps/ca.pem' },
+    prefix: 'smtp-lb:rcpt:',
+  });
+  assert.deepEqual(maps.ownSentinel?.redis, {
+    sentinel: { sentinels: [{ host: '10.0.0.5', port: 26379 }], masterName: 'maps', db: 2 },
+    tls: { ca: '/etc/maps/ca.pem', cert: '/etc/maps/c.pem', key: '/etc/maps/k.pem' },
+    prefix: 'smtp-lb:rcpt:',
+  });
+  assert.deepEqual(maps.ownUrl?.redis, { url: 'redis://10.0.0.9:6380', prefix: 'smtp-lb:rcpt:' });
+  assert.deepEqual(maps.ownCluster?.redis, {
+    cluster: ['redis://10.0.0.7:7000'],
+    prefix: 'smtp-lb:rcpt:',
+    hash: 'h',
+  });
+});
+
+test('a redis map with two connections, or a certificate without its key, is refused by path', T, () => {
+  const errors = errorsOf(
+    withBase(`recipientMaps:
+  both:
+    redis: { url: "redis://a:6379", sentinel: { sentinels: [127.0.0.1:26379], masterName: m } }
+  halfTls: { redis: { url: "rediss://a:6379", tls: { cert: /c.pem } } }
+`),
+  );
+  assert.match(
+    errorAt(errors, 'recipientMaps.both.redis.sentinel').message,
+    /give one of url, cluster, sentinel/,
+  );
+  assert.equal(errorAt(errors, 'recipientMaps.halfTls.redis.tls.key').message, 'give cert and key together');
+});
+
 test('map errors carry their paths', T, () => {
   const errors = errorsOf(
     withBase(
@@ -110,7 +174,7 @@ routes:
   );
   assert.match(
     errorAt(errors, 'recipientMaps.two.redis.url').message,
-    /required when ledger.redis and ledger.redisCluster are not set/,
+    /required when the ledger has no Redis \(redis, redisCluster or redisSentinel\)/,
   );
   assert.match(errorAt(errors, 'recipientMaps.ldapbad.ldap.url').message, /ldap:\/\/ or ldaps:\/\//);
   assert.equal(

@@ -1,6 +1,12 @@
 export * from './client-limits-redis.js';
 export { commandName, defineLedgerCommands, SCRIPT_VERSION, type ScriptName } from './commands.js';
-export type { RedisTarget } from './connect.js';
+export {
+  type ClientRole,
+  createClient,
+  disconnectClient,
+  type LedgerClient,
+  type RedisTarget,
+} from './connect.js';
 export { checkReply, LedgerError, type LedgerErrorCode, ReplyCode, scriptError } from './errors.js';
 export { MemoryLedger } from './memory-ledger.js';
 export { type BackendKeys, RedisKeys } from './redis-keys.js';

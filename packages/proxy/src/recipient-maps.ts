@@ -1,12 +1,14 @@
 // The node's recipient maps (discovery's RecipientMap, one per `recipientMaps` entry): built at
-// start with their metrics and, for redis maps, an ioredis client of their own (no offline queue,
-// so a lookup while Redis is away fails at once and the map's caller answers 451). A reload builds
-// the maps whose settings changed and re-reads the others (SIGHUP re-reads map files).
+// start with their metrics and, for redis maps, a Redis client of their own, made by the ledger's
+// createClient from the same kinds of target (URL, Cluster, Sentinel, TLS; redis-target.ts): no
+// offline queue, so a lookup while Redis is away fails at once and the map's caller answers 451.
+// A reload builds the maps whose settings changed and re-reads the others (SIGHUP re-reads files).
 import type { RecipientMapConfig, RedisMapConfig } from '@smtp-lb/config';
 import { createRecipientMap, type RecipientMap, type RecipientMapStatus } from '@smtp-lb/discovery';
-import { Cluster, Redis } from 'ioredis';
+import { createClient, disconnectClient } from '@smtp-lb/ledger';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import { redisTargetOf } from './redis-target.js';
 
 interface Entry {
   config: RecipientMapConfig;
@@ -73,39 +75,12 @@ export class RecipientMaps {
     const m = this.#metrics;
     return createRecipientMap(config, {
       logger: this.#log,
-      redis: (rc) => this.#redis(config.name, rc),
+      redis: (rc) => redisMapClient(config.name, rc),
       onLookup: (map, outcome, seconds) => {
         m.recipientLookups.inc({ map, result: outcome });
         if (seconds !== undefined) m.recipientLookupSeconds.observe({ map }, seconds);
       },
     });
-  }
-
-  #redis(name: string, rc: RedisMapConfig) {
-    const options = {
-      connectionName: `smtp-lb-rcptmap-${name}`,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      retryStrategy: (times: number) => Math.min(100 * times, 1000),
-    };
-    const client = rc.cluster
-      ? new Cluster(rc.cluster.map(clusterNode), {
-          enableOfflineQueue: false,
-          clusterRetryStrategy: options.retryStrategy,
-          redisOptions: options,
-        })
-      : new Redis(rc.url ?? '', options);
-    // Failures reach the sessions as failed lookups (logged by the map); the client's own error
-    // events would otherwise be unhandled.
-    client.on('error', () => {});
-    const ready = new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, REDIS_READY_MS);
-      client.once('ready', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-    return { client, ready, close: async () => void client.disconnect() };
   }
 
   async close(): Promise<void> {
@@ -115,7 +90,28 @@ export class RecipientMaps {
   }
 }
 
-function clusterNode(url: string): { host: string; port: number } {
-  const u = new URL(url);
-  return { host: u.hostname.replace(/^\[(.*)\]$/, '$1'), port: u.port ? Number(u.port) : 6379 };
+/**
+ * A redis map's client: the ledger's createClient (no offline queue, no retries of a command) on
+ * the map's target, ready when connected or after REDIS_READY_MS (lookups fail with 451 until then).
+ */
+export function redisMapClient(name: string, rc: RedisMapConfig) {
+  const target = redisTargetOf(rc);
+  if (!target) throw new Error(`recipient map ${name}: no Redis to connect to`);
+  const client = createClient(target, {
+    subscriber: false,
+    connectionName: `smtp-lb-rcptmap-${name}`,
+    connectTimeoutMs: REDIS_READY_MS,
+  });
+  // Failures reach the sessions as failed lookups (logged by the map); the client's own error
+  // events would otherwise be unhandled.
+  client.on('error', () => {});
+  const ready = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, REDIS_READY_MS);
+    client.once('ready', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+  // disconnectClient: a socket ended mid TLS handshake must not crash the node (as the ledger's).
+  return { client, ready, close: async () => disconnectClient(client) };
 }

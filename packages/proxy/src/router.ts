@@ -4,7 +4,7 @@
 // sender domain and listener name; every condition given must hold. A map that cannot answer makes
 // the recipient unroutable for now (the session answers 451 4.3.0), never routed elsewhere.
 import type { RouteConfig } from '@smtp-lb/config';
-import type { RecipientMap } from '@smtp-lb/discovery';
+import type { LookupResult, RecipientMap } from '@smtp-lb/discovery';
 
 interface CompiledRoute {
   recipient?: (domain: string) => boolean;
@@ -35,6 +35,25 @@ export function domainOf(address: string): string {
   return at < 0 ? '' : address.slice(at + 1).toLowerCase();
 }
 
+/** A recipient map's answer for the recipient of one RCPT. */
+export type MapLookup = (map: RecipientMap) => Promise<LookupResult>;
+
+/**
+ * Asks each map once for `address`: the listener's recipient check and a `recipientMap` route on
+ * the same map share one answer (with `cacheTtl: 0` the source was asked twice per RCPT).
+ */
+export function rcptLookups(address: string): MapLookup {
+  const asked = new Map<RecipientMap, Promise<LookupResult>>();
+  return (map) => {
+    let answer = asked.get(map);
+    if (!answer) {
+      answer = map.lookup(address);
+      asked.set(map, answer);
+    }
+    return answer;
+  };
+}
+
 export class Router {
   readonly #routes: CompiledRoute[];
   readonly #maps: (name: string) => RecipientMap | undefined;
@@ -57,6 +76,7 @@ export class Router {
     listener: { name: string; pool: string },
     sender: string,
     recipient: string,
+    lookup: MapLookup = rcptLookups(recipient),
   ): Promise<RouteDecision> {
     const rcptDomain = domainOf(recipient);
     const senderDomain = domainOf(sender);
@@ -67,7 +87,7 @@ export class Router {
       if (r.map === undefined) return { pool: r.pool };
       const map = this.#maps(r.map);
       if (!map) return { failed: { map: r.map, reason: 'recipient map not loaded' } };
-      const found = await map.lookup(recipient);
+      const found = await lookup(map);
       if (found.status === 'error') return { failed: { map: r.map, reason: found.reason } };
       if (found.status === 'found' && (r.pool !== '' || found.value !== '')) {
         return { pool: r.pool || found.value };

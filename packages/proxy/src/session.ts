@@ -25,7 +25,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { PoolRuntime } from './pool-runtime.js';
 import { isPositive, replies } from './replies.js';
-import { domainOf, type Router } from './router.js';
+import { domainOf, type Router, rcptLookups } from './router.js';
 import type { ScanRuntime } from './scan/scan-runtime.js';
 import type { MessageScan, SessionScan } from './scan/scan-stage.js';
 import type { SessionChecks } from './shaping/session-checks.js';
@@ -270,11 +270,12 @@ export class ProxySession implements FrontSession {
     const utf8 = tx.mail.args.SMTPUTF8 === true;
     if (!utf8 && NON_ASCII.test(to.address)) return replies.utf8NotAllowed();
     if (tx.recipients.length >= this.#listener.maxRecipients) return replies.tooManyRecipients();
-    const check = this.#checks.atRcpt(tx, to);
+    const lookup = rcptLookups(to.address);
+    const check = this.#checks.atRcpt(tx, to, lookup);
     const refused = check && (await check);
     if (refused) return refused;
 
-    const route = await this.#d.router().route(this.#listener, tx.mail.address, to.address);
+    const route = await this.#d.router().route(this.#listener, tx.mail.address, to.address, lookup);
     if ('failed' in route) {
       this.log.warn({ to: to.address, ...route.failed }, 'recipient map failed; cannot route');
       return replies.recipientLookupFailed(to.address);

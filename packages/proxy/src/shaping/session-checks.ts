@@ -25,7 +25,7 @@ import type { SaslCredentials } from '../front/sasl.js';
 import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { replies } from '../replies.js';
-import { domainOf } from '../router.js';
+import { domainOf, type MapLookup, rcptLookups } from '../router.js';
 import type { Client, SmtpAddress, Transaction } from '../transaction.js';
 import type { ClientState } from './client-state.js';
 import type { HostPolicy } from './host-policy.js';
@@ -193,8 +193,12 @@ export class SessionChecks {
   }
 
   /** Before the recipient is routed or any backend bound for it. */
-  async atRcpt(tx: Transaction, to: SmtpAddress): Promise<Reply | undefined> {
-    const unknown = await this.#verifyRecipient(to);
+  async atRcpt(
+    tx: Transaction,
+    to: SmtpAddress,
+    lookup: MapLookup = rcptLookups(to.address),
+  ): Promise<Reply | undefined> {
+    const unknown = await this.#verifyRecipient(to, lookup);
     if (unknown) return unknown;
     const sender = await this.#d.senders.atRcpt(tx.client, this.#log);
     if (sender) return sender;
@@ -212,11 +216,11 @@ export class SessionChecks {
    * refused here, so a dictionary attack costs no backend connection. A map that cannot answer gets
    * 451 4.3.0: neither a false 550 nor a recipient let through unchecked.
    */
-  async #verifyRecipient(to: SmtpAddress): Promise<Reply | undefined> {
+  async #verifyRecipient(to: SmtpAddress, lookup: MapLookup): Promise<Reply | undefined> {
     const check = this.#d.listener.recipients;
     if (!check) return undefined;
     const map = this.#d.recipientMap(check.map);
-    const found = map ? await map.lookup(to.address) : { status: 'error' as const, reason: 'map not loaded' };
+    const found = map ? await lookup(map) : { status: 'error' as const, reason: 'map not loaded' };
     if (found.status === 'found') return undefined;
     if (found.status === 'error') {
       this.#log.warn({ to: to.address, map: check.map, reason: found.reason }, 'recipient map failed');
