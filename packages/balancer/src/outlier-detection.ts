@@ -56,6 +56,8 @@ export interface OutlierState {
 
 /** Buckets of the sliding window: counts leave it a sixth of a window at a time. */
 const BUCKETS = 6;
+/** The newest buckets, a third of the window, are judged on their own as well. */
+const RECENT = 2;
 /** Lowest weight fraction of a backend that defers more than the others (as HealthPenalty's). */
 const FLOOR = 1 / 16;
 /** Epoch of a bucket that holds nothing (older than any window). */
@@ -205,25 +207,37 @@ export class OutlierDetector {
     return { id, reason, ejected: true, until: b.ejectedUntil, ejections: multiplier };
   }
 
-  /** By how much (a fraction) `id` defers more than the best of the rest; undefined: too few. */
+  /**
+   * By how much (a fraction) `id` defers more than the best of the rest; undefined: too few. Judged
+   * over the whole window and over its newest third, whichever says more: a backend that was fine
+   * for a minute and now defers everything stands out within seconds, not once its good minute has
+   * left the window; the minimum volume still holds for the shorter span.
+   */
   #excess(id: string, epoch: number): number | undefined {
-    return excessOf(id, this.#shares(epoch), this.#o.minimumVolume);
+    return worse(
+      excessOf(id, this.#shares(epoch, BUCKETS), this.#o.minimumVolume),
+      excessOf(id, this.#shares(epoch, RECENT), this.#o.minimumVolume),
+    );
   }
 
-  /** [transactions, deferred] of every backend in the window. */
-  #shares(epoch: number): Map<string, [number, number]> {
+  /** [transactions, deferred] of every backend in the newest `buckets` of the window. */
+  #shares(epoch: number, buckets: number): Map<string, [number, number]> {
     const all = new Map<string, [number, number]>();
-    for (const [id, b] of this.#backends) all.set(id, sums(b, epoch));
+    for (const [id, b] of this.#backends) all.set(id, sums(b, epoch, buckets));
     return all;
   }
 
   #computeFactors(epoch: number): Map<string, number> {
-    const all = this.#shares(epoch);
+    const whole = this.#shares(epoch, BUCKETS);
+    const recent = this.#shares(epoch, RECENT);
     const threshold = this.#o.deferralPercent / 100;
     const from = threshold / 5;
     const out = new Map<string, number>();
-    for (const id of all.keys()) {
-      const excess = excessOf(id, all, this.#o.minimumVolume);
+    for (const id of whole.keys()) {
+      const excess = worse(
+        excessOf(id, whole, this.#o.minimumVolume),
+        excessOf(id, recent, this.#o.minimumVolume),
+      );
       if (excess === undefined || excess <= from) continue;
       out.set(id, Math.max(FLOOR, 1 - ((1 - FLOOR) * (excess - from)) / (threshold - from)));
     }
@@ -243,12 +257,16 @@ function fresh(): Backend {
   };
 }
 
-/** [transactions, deferred] of the buckets still inside the window. */
-function sums(b: Backend, epoch: number): [number, number] {
+function worse(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined ? b : b === undefined ? a : Math.max(a, b);
+}
+
+/** [transactions, deferred] of the newest `buckets` buckets (the current one included). */
+function sums(b: Backend, epoch: number, buckets = BUCKETS): [number, number] {
   let t = 0;
   let d = 0;
   for (let i = 0; i < BUCKETS; i++) {
-    if (b.epochs[i]! > epoch - BUCKETS) {
+    if (b.epochs[i]! > epoch - buckets) {
       t += b.totals[i]!;
       d += b.deferrals[i]!;
     }

@@ -436,7 +436,10 @@ const OD = DEFAULTS.outlierDetection;
 
 export const OutlierDetectionSchema = Closed(
   {
-    window: Duration("Sliding window of each backend's transactions and deferrals (at least 1s).", OD.window),
+    window: Duration(
+      "Sliding window of each backend's transactions and deferrals, judged whole and by its newest third (at least 1s).",
+      OD.window,
+    ),
     minimumVolume: Type.Integer({
       minimum: 1,
       ...withDefault(
