@@ -2,7 +2,7 @@
 // accept, the node stays up, and the next session succeeds (DESIGN.md invariants 1 and 7).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type CaptureBackend, startCaptureBackend } from '@smtp-lb/testkit';
+import { type CaptureBackend, startCaptureBackend, startWireBackend } from '@smtp-lb/testkit';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { simpleConfig, startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
@@ -95,7 +95,8 @@ describe('backend killed', { timeout: 120_000 }, () => {
   }
 
   test('a backend that answers nonsense is a failure, never relayed as success', async () => {
-    const odd = await startCaptureBackend({
+    // Replies no real server gives: the wire recorder.
+    const odd = await startWireBackend({
       reply: ({ verb }) => (verb === 'RCPT' ? '354 go ahead' : verb === 'DATA' ? '250 ok' : undefined),
     });
     const lb = await startNode(simpleConfig([odd.address]));
@@ -113,7 +114,7 @@ describe('backend killed', { timeout: 120_000 }, () => {
   });
 
   test('a 250 to DATA (instead of 354) is a failure, never relayed as success', async () => {
-    const odd = await startCaptureBackend({
+    const odd = await startWireBackend({
       reply: ({ verb }) => (verb === 'DATA' ? '250 2.0.0 ok' : undefined),
     });
     const lb = await startNode(simpleConfig([odd.address]));

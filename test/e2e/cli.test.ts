@@ -87,7 +87,7 @@ admission: { queueTimeout: soon }
 
 describe('a node run from the command line', { timeout: 180_000 }, () => {
   test('streams a 150 MB message with flat memory, byte for byte', async (t) => {
-    const backend = await startCaptureBackend({ capabilities: ['PIPELINING', '8BITMIME', 'SIZE 262144000'] });
+    const backend = await startCaptureBackend({ size: 262_144_000 });
     cleanup.push(() => backend.close());
     const port = await freePort();
     const cfg = file(

@@ -52,7 +52,7 @@ test('the next transaction of a session kept on a backend that turned critical g
     assert.equal((await c.cmd('DATA')).code, 354);
     const end = await c.cmd(`Subject: kept ${n}\r\n\r\nhello\r\n.`);
     assert.equal(end.code, 250, end.raw);
-    return /taken by (\w+)/.exec(rcpt.raw)?.[1];
+    return /taken by (\w+)/.exec(end.raw)?.[1];
   };
   assert.equal(await send(1), 'A');
   await consul.maintenance('kept-A', true);

@@ -28,7 +28,7 @@ async function sessions(lb: TestNode, n: number, prefix: string): Promise<Record
       const end = await c.cmd('Subject: outage\r\n\r\nhello\r\n.', 5_000);
       assert.equal(end.code, 250, end.raw);
       await c.cmd('QUIT', 5_000);
-      const by = /taken by (\w+)/.exec(rcpt.raw)?.[1] ?? '?';
+      const by = /taken by (\w+)/.exec(end.raw)?.[1] ?? '?';
       counts[by] = (counts[by] ?? 0) + 1;
     } finally {
       c.close();

@@ -1,6 +1,6 @@
-// A node whose pool comes from a real Consul agent, in front of capture backends registered as service
-// instances with their real ports. Each backend tags its RCPT reply ("taken by A"), which the node
-// relays verbatim, so a client can tell which instance got its session. Every test has its own service.
+// A node whose pool comes from a real Consul agent, in front of smtp-server backends registered as
+// service instances with their real ports. Each session's recipient is unique, so the instance whose
+// smtp-server read that RCPT is the one that got the session. Every test has its own service.
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { type CaptureBackend, type ConsulAgent, startCaptureBackend, startConsul } from '@smtp-lb/testkit';
@@ -25,11 +25,11 @@ interface Mta {
 }
 
 async function mta(service: string, name: string): Promise<Mta> {
-  const backend = await startCaptureBackend({
-    reply: (ctx) => (ctx.verb === 'RCPT' ? `250 2.1.5 Ok, taken by ${name}` : undefined),
-  });
+  const backend = await startCaptureBackend();
   cleanup.push(() => backend.close());
-  return { name, id: `${service}-${name}`, service, backend };
+  const m = { name, id: `${service}-${name}`, service, backend };
+  mtas.push(m);
+  return m;
 }
 
 function register(m: Mta, weight: number, meta: Record<string, string> = {}): Promise<void> {
@@ -67,8 +67,12 @@ async function nodeSees(lb: TestNode, ok: (backends: StatusBackend[]) => boolean
 
 const portOf = (m: Mta) => (b: StatusBackend) => b.id === m.backend.address;
 
-function takenBy(reply: RawReply): string | undefined {
-  return /taken by (\w+)/.exec(reply.raw)?.[1];
+const mtas: Mta[] = [];
+
+/** The instance whose smtp-server read the RCPT of `tag` (tags are unique over the file). */
+function takenBy(tag: string): string | undefined {
+  const rcpt = `<${tag}@mta.test>`;
+  return mtas.find((m) => m.backend.sessions.some((s) => s.lines.some((l) => l.includes(rcpt))))?.name;
 }
 
 interface Outcome {
@@ -89,7 +93,7 @@ async function deliver(port: number, tag: string): Promise<Outcome> {
     assert.equal((await c.cmd('DATA', 5_000)).code, 354);
     const data = await c.cmd(`Subject: ${tag}\r\n\r\nhello\r\n.`, 5_000);
     await c.cmd('QUIT', 5_000);
-    return { by: takenBy(rcpt), rcpt, data };
+    return { by: takenBy(tag), rcpt, data };
   } finally {
     c.close();
   }
@@ -103,7 +107,7 @@ async function hold(port: number, tag: string): Promise<{ c: SmtpDialog; rcpt: R
   await c.cmd('EHLO client.test', 5_000);
   await c.cmd('MAIL FROM:<sender@client.test>', 5_000);
   const rcpt = await c.cmd(`RCPT TO:<${tag}@mta.test>`, 10_000);
-  return { c, rcpt, by: takenBy(rcpt) };
+  return { c, rcpt, by: rcpt.code === 250 ? takenBy(tag) : undefined };
 }
 
 async function countSequential(port: number, n: number, prefix: string): Promise<Map<string, number>> {
@@ -163,7 +167,7 @@ describe('a pool from Consul', { timeout: 60_000 }, () => {
       await nodeSees(lb, (s) => s.length === 2);
 
       // Smooth WRR with 3:1 picks A first: this client stops between RCPT and the end of DATA.
-      const inflight = await hold(lb.port, 'inflight');
+      const inflight = await hold(lb.port, `${service}-inflight`);
       assert.equal(inflight.by, 'A', inflight.rcpt.raw);
       assert.equal((await inflight.c.cmd('DATA')).code, 354);
       inflight.c.write('Subject: in flight\r\n\r\nfirst half\r\n');

@@ -5,17 +5,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { replies, wireReply } from '@smtp-lb/proxy';
-import {
-  defaultCaptureCapabilities,
-  startCaptureBackend,
-  startPostfix,
-  startSmtpServerBackend,
-} from '@smtp-lb/testkit';
+import { startCaptureBackend, startPostfix, startSmtpServerBackend } from '@smtp-lb/testkit';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { simpleConfig, startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
-
-const WITH_DSN = [...defaultCaptureCapabilities, 'DSN'];
 
 /** EHLO done on a new session to the node on `port`. */
 async function session(port: number): Promise<SmtpDialog> {
@@ -36,7 +29,7 @@ describe('DSN parameters through the node: passed on, or refused, never dropped'
   const cleanup = cleanupAfterAll();
 
   test('Postfix with DSN gets NOTIFY, ORCPT, RET and ENVID as given (its next hop sees them again)', async () => {
-    const sink = await startCaptureBackend({ capabilities: WITH_DSN });
+    const sink = await startCaptureBackend({ dsn: true });
     cleanup.push(() => sink.close());
     const postfix = await startPostfix({ relayTo: sink.address });
     cleanup.push(() => postfix.stop());

@@ -2,7 +2,13 @@
 // for byte (DESIGN.md invariants 1, 4 and 7).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type CaptureBackend, runSwaks, startCaptureBackend } from '@smtp-lb/testkit';
+import {
+  type CaptureBackend,
+  runSwaks,
+  startCaptureBackend,
+  startWireBackend,
+  type WireBackend,
+} from '@smtp-lb/testkit';
 import nodemailer from 'nodemailer';
 import { simpleConfig, startNode, type TestNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
@@ -14,7 +20,7 @@ async function envelope(c: SmtpDialog, from = 'a@example.org', to = ['b@example.
   for (const r of to) assert.equal((await c.cmd(`RCPT TO:<${r}>`)).code, 250);
 }
 
-describe('pass-through to a capture backend', { timeout: 120_000 }, () => {
+describe('pass-through to smtp-server', { timeout: 120_000 }, () => {
   let backend: CaptureBackend;
   let lb: TestNode;
 
@@ -35,7 +41,7 @@ describe('pass-through to a capture backend', { timeout: 120_000 }, () => {
       raw: 'Subject: hi\r\n\r\n.leading dot\r\n..two dots\r\nbody \xe9\r\n',
     });
     const [msg] = (await backend.waitForMessages(before + 1)).slice(before);
-    assert.match(info.response, /^250 2\.0\.0 Ok: queued as \d+$/);
+    assert.match(info.response, /^250 2\.6\.0 Ok: queued as \d+$/);
     assert.equal(msg!.mailFrom, 'alice@example.org');
     assert.deepEqual(msg!.rcptTo, ['bob@example.test', 'carol@example.test']);
     assert.equal(
@@ -54,7 +60,7 @@ describe('pass-through to a capture backend', { timeout: 120_000 }, () => {
       timeoutMs: 30_000,
     });
     assert.equal(res.code, 0, res.stderr + res.stdout);
-    assert.match(res.stdout, /<- +250 2\.0\.0 Ok: queued as \d+/);
+    assert.match(res.stdout, /<- +250 2\.6\.0 Ok: queued as \d+/);
     assert.match(res.stdout, /<- +220 mx\.test ESMTP\n/);
   });
 
@@ -69,8 +75,9 @@ describe('pass-through to a capture backend', { timeout: 120_000 }, () => {
     const reply = await c.cmd(`${stuffed}.`);
     assert.equal(reply.code, 250, reply.raw);
     const [msg] = (await backend.waitForMessages(before + 1)).slice(before);
-    assert.equal(msg!.data.toString('latin1'), body);
-    assert.equal(msg!.raw.toString('latin1'), stuffed, 'dots re-stuffed exactly once towards the backend');
+    // smtp-server removes one dot of each stuffed line: a dot not stuffed ends the message early, one
+    // stuffed twice shows here as `..`.
+    assert.equal(msg!.data.toString('latin1'), body, 'dots re-stuffed exactly once towards the backend');
     c.close();
   });
 
@@ -140,12 +147,14 @@ describe('pass-through to a capture backend', { timeout: 120_000 }, () => {
   });
 });
 
+// Replies of the test's choosing, multi-line and with their own enhanced codes: the wire recorder
+// (smtp-server writes one line with its own enhanced code).
 describe('backend replies reach the client verbatim', { timeout: 60_000 }, () => {
-  let backend: CaptureBackend;
+  let backend: WireBackend;
   let lb: TestNode;
 
   before(async () => {
-    backend = await startCaptureBackend({
+    backend = await startWireBackend({
       reply: ({ verb, arg }) => {
         if (verb === 'MAIL' && arg.includes('tempfail@')) return '451 4.7.1 Greylisted, come back later';
         if (verb === 'MAIL' && arg.includes('refused@')) return '553 5.7.1 Sender address rejected';

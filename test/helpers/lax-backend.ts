@@ -134,7 +134,7 @@ export async function startLaxBackend(opts: LaxOptions = {}): Promise<LaxBackend
   };
 }
 
-/** A lax or a strict (the testkit's recording) backend, seen the same way: MAIL lines, message contents. */
+/** A lax backend or a strict one (smtp-server, the testkit's capture backend), seen the same way: MAIL lines, message contents. */
 export interface ObservedBackend {
   address: string;
   mails(): string[];

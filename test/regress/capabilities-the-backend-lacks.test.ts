@@ -11,7 +11,12 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { replies, wireReply } from '@smtp-lb/proxy';
-import { defaultCaptureCapabilities, selfSignedCert, startCaptureBackend } from '@smtp-lb/testkit';
+import {
+  defaultWireCapabilities,
+  selfSignedCert,
+  startCaptureBackend,
+  startWireBackend,
+} from '@smtp-lb/testkit';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { simpleConfig, startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
@@ -43,8 +48,9 @@ describe('MAIL parameters the bound backend cannot honour are refused, not dropp
     const dir = mkdtempSync(join(tmpdir(), 'smtp-lb-requiretls-'));
     writeFileSync(join(dir, 'tls.key'), key);
     writeFileSync(join(dir, 'tls.crt'), cert);
-    const backend = await startCaptureBackend({
-      capabilities: [...defaultCaptureCapabilities, 'REQUIRETLS'],
+    // smtp-server offers REQUIRETLS only inside TLS; a plaintext backend that offers it is the wire recorder.
+    const backend = await startWireBackend({
+      capabilities: [...defaultWireCapabilities, 'REQUIRETLS'],
     });
     cleanup.push(() => backend.close());
     const lb = await startNode(
@@ -82,9 +88,7 @@ describe('MAIL parameters the bound backend cannot honour are refused, not dropp
   });
 
   test('BODY=8BITMIME to a backend without 8BITMIME: 550 5.6.3; 7BIT still goes through', async () => {
-    const backend = await startCaptureBackend({
-      capabilities: defaultCaptureCapabilities.filter((c) => c !== '8BITMIME'),
-    });
+    const backend = await startCaptureBackend({ hide: ['8BITMIME'] });
     cleanup.push(() => backend.close());
     const lb = await startNode(simpleConfig([backend.address]));
     cleanup.push(() => lb.stop());
@@ -105,9 +109,7 @@ describe('MAIL parameters the bound backend cannot honour are refused, not dropp
   });
 
   test('SMTPUTF8 to a backend without SMTPUTF8: 553 5.6.7, nothing sent to it', async () => {
-    const backend = await startCaptureBackend({
-      capabilities: defaultCaptureCapabilities.filter((c) => c !== 'SMTPUTF8'),
-    });
+    const backend = await startCaptureBackend({ hide: ['SMTPUTF8'] });
     cleanup.push(() => backend.close());
     const lb = await startNode(simpleConfig([backend.address]));
     cleanup.push(() => lb.stop());

@@ -1,84 +1,110 @@
-// A strict, recording SMTP server for tests: listens on 127.0.0.1 port 0, answers like a plain MTA
-// (or as a test overrides), and keeps every byte, command, PROXY header, XCLIENT attribute and message
-// it received, so tests can assert what a backend saw, byte for byte.
-import { execFile } from 'node:child_process';
-import { createHash, type Hash } from 'node:crypto';
-import { EventEmitter } from 'node:events';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import tls from 'node:tls';
-import { promisify } from 'node:util';
+// The tests' backend: Nodemailer's smtp-server (the version in the lock file), an SMTP server written
+// by other people, so a misreading of the RFCs by our front or upstream is not hidden by the same
+// misreading on the other side. Faults come through its own hooks (onConnect, onMailFrom, onRcptTo,
+// onData: a refusal is an error with `responseCode`, a hang is a callback never called, a dying
+// backend destroys its socket there); XCLIENT and PROXY v1 are its own. What it understood is recorded
+// from its session objects, and what it read off the wire by tapping the accepted socket.
+import { createHash } from 'node:crypto';
+import { createRequire } from 'node:module';
+import type net from 'node:net';
+import {
+  SMTPServer,
+  type SMTPServerAddress,
+  type SMTPServerDataStream,
+  type SMTPServerOptions,
+  type SMTPServerSession,
+} from 'smtp-server';
+import { TestkitError } from './errors.js';
+
+/** smtp-server's version, as installed from the lock file. */
+export const smtpServerVersion: string = (
+  createRequire(import.meta.url)('smtp-server/package.json') as { version: string }
+).version;
 
 export type CaptureKillPoint = 'before-greeting' | 'after-rcpt' | 'mid-data' | 'after-dot';
 
 export interface CaptureReplyContext {
-  /** The command line without its terminator. */
+  /** The command line as smtp-server's parser read it. */
   command: string;
-  /** Upper-cased first word. */
-  verb: string;
-  /** Everything after the first space. */
+  verb: 'MAIL' | 'RCPT';
+  /** Everything after the first space (`FROM:<a@b> BODY=8BITMIME`). */
   arg: string;
+  /** The address smtp-server parsed out of it. */
+  address: string;
   session: CapturedSession;
 }
+
+/** Extensions smtp-server can leave out of its EHLO reply (its `hide*` options, XCLIENT: `useXClient`). */
+export type CaptureExtension =
+  | 'PIPELINING'
+  | '8BITMIME'
+  | 'SMTPUTF8'
+  | 'ENHANCEDSTATUSCODES'
+  | 'SIZE'
+  | 'XCLIENT';
 
 export interface CaptureBackendOptions {
   /** Port; default 0 (a free one). */
   port?: number;
   /** Address to listen on; default 127.0.0.1 (another 127.0.0.x stands for another host). */
   host?: string;
-  /** Default `220 capture.test ESMTP`. */
-  greeting?: string;
-  /** Name in the first EHLO line and in HELO replies. Default `capture.test`. */
+  /** smtp-server's `name`: greeting `220 <name> ESMTP`, first EHLO line. Default `capture.test`. */
   hostname?: string;
-  /** EHLO lines after the hostname. */
-  capabilities?: string[];
-  /** Offers STARTTLS (until the session is secure) when set. */
+  /** Offers STARTTLS with this certificate. */
   tls?: { key: string | Buffer; cert: string | Buffer };
-  /** Read a PROXY v1/v2 header before greeting and record it in `session.proxyHeader`. */
+  /** smtp-server's `useProxy`: a PROXY v1 header (the only version it reads) before the greeting. */
   expectProxyHeader?: boolean;
+  /** SIZE limit, advertised and enforced (`rejectOversized`); default 100 MiB. */
+  size?: number;
+  /** Extensions left out of the EHLO reply. */
+  hide?: CaptureExtension[];
+  /** Offer DSN (smtp-server's `hideDSN: false`; off by default, as in smtp-server). */
+  dsn?: boolean;
   /**
-   * Full reply text (may be multi-line, lines joined by CRLF) instead of the default, or undefined. An
-   * override has the default's effect (a transaction starts, DATA begins...) only when the default
-   * would have succeeded and the override is positive too (2xx; 354 to DATA; 220 to STARTTLS/XCLIENT).
-   * `null` sends no reply at all and changes nothing: the backend seems hung (for timeout tests).
+   * The answer to a MAIL or RCPT command, through onMailFrom/onRcptTo: undefined accepts (smtp-server's
+   * own `250 2.1.0 Accepted`), `'<code> <text>'` with a 4xx/5xx code refuses (smtp-server puts its own
+   * enhanced code in front of the text: an enhanced code at the start of `text` is dropped), `null`
+   * never calls back (a backend that hangs). smtp-server writes its success replies itself, so a 2xx
+   * override is a test error.
    */
   reply?: (ctx: CaptureReplyContext) => string | null | undefined;
-  /** Reply after the final dot instead of `250 2.0.0 Ok: queued as <n>`; `null` never replies. */
+  /**
+   * The answer after the final dot, through onData: undefined gives `250 2.6.0 Ok: queued as <id>`,
+   * `'250 <text>'` another text, a 4xx/5xx refuses, `null` never calls back.
+   */
   dataReply?: (msg: CapturedMessage) => string | null | undefined;
   /**
-   * Destroy the socket at that point: before-greeting (instead of the greeting), after-rcpt (right after
-   * the reply to the first RCPT of a session, ignoring anything pipelined behind it), mid-data (on the
-   * first content byte), after-dot (final dot received, the message is recorded, no reply).
+   * Destroy the socket at that point: before-greeting (in onConnect), after-rcpt (right after the 250
+   * to the first RCPT of the session), mid-data (on the first content smtp-server hands over),
+   * after-dot (message complete and recorded, no reply).
    */
   kill?: CaptureKillPoint;
+  /** onConnect calls back this late: the greeting comes after it. */
   greetingDelayMs?: number;
   /**
-   * Default true. When false, DATA content is not retained (message `raw`/`data` are empty and reads
-   * that arrive during DATA are left out of `session.raw`); `size`, `rawSize` and `sha256` are still
-   * exact. For tests that stream messages larger than the memory they may use.
+   * Default true. When false, message content is not kept (`data` is empty, reads during DATA are left
+   * out of `session.raw`); `size` and `sha256` stay exact. For messages larger than a test may hold.
    */
   keepData?: boolean;
 }
 
 export interface CapturedSession {
   id: number;
+  /** smtp-server's session id (its log's `cid`). */
+  cid: string;
   remotePort: number;
-  /**
-   * Every command line as received, without its CRLF. A line ended by a bare LF keeps that `\n`, so a
-   * test can tell it from a CRLF-terminated one.
-   */
+  /** Every command line smtp-server's parser read, without its line end. */
   lines: string[];
-  /** For each entry of `lines`: how many replies this server had written when the line's first byte arrived. */
-  repliesBefore: number[];
-  /** Every chunk read from the socket, in order (decrypted after STARTTLS). */
+  /** Every chunk read from the socket after the PROXY header, in order (decrypted after STARTTLS). */
   raw: Buffer[];
-  /** Bytes after the last LF when the connection closed: a command never terminated. */
-  trailing?: Buffer;
+  /** Every reply smtp-server wrote, as written (with CRLF). */
+  replies: string[];
+  /** The PROXY header's bytes, as smtp-server consumed them. */
   proxyHeader?: Buffer;
-  /** XCLIENT attributes accepted so far, xtext-decoded; later commands override earlier ones. */
-  xclient: Record<string, string>;
+  /** XCLIENT attributes smtp-server took (`[UNAVAILABLE]` / `[TEMPUNAVAIL]` as it reads them: `false`). */
+  xclient: Record<string, string | false>;
+  /** The client as smtp-server sees it now (after XCLIENT ADDR/PORT or the PROXY header). */
+  client: { address: string; port: number };
   /** Names given to EHLO or HELO, in order. */
   ehlo: string[];
   tls: boolean;
@@ -91,21 +117,19 @@ export interface CapturedMessage {
   id: number;
   sessionId: number;
   mailFrom: string;
+  /** MAIL parameters as smtp-server parsed them (`BODY=8BITMIME SMTPUTF8`), in the order given. */
   mailParams: string;
-  /** Recipients this server accepted (2xx) in the transaction. */
+  /** Recipients smtp-server accepted in the transaction. */
   rcptTo: string[];
-  /** Bytes exactly as received between 354 and the final `.\r\n`: still dot-stuffed, ends with the CRLF before the dot. */
-  raw: Buffer;
-  /** Content with the dot-stuffing removed. */
+  /** The content as smtp-server's DATA parser handed it over: dot-stuffing removed. */
   data: Buffer;
-  /** Length of `raw` and `data` (exact even when keepData is false). */
-  rawSize: number;
+  /** Length of the content (exact even when keepData is false). */
   size: number;
-  /** Hex SHA-256 of `data`. */
+  /** Hex SHA-256 of the content. */
   sha256: string;
-  /** True when content bytes arrived in the same read as the DATA command, before the 354 was sent. */
-  earlyData: boolean;
-  /** The reply sent after the final dot; undefined when killed after the dot or dataReply gave null. */
+  /** The client as smtp-server saw it for this message (XCLIENT, PROXY header), and its HELO name. */
+  client: { address: string; port: number; helo: string };
+  /** The reply smtp-server wrote after the final dot (without its CRLF); undefined when killed or dataReply gave null. */
   reply?: string;
 }
 
@@ -116,37 +140,348 @@ export interface CaptureBackend {
   address: string;
   sessions: CapturedSession[];
   messages: CapturedMessage[];
-  /** Connections open now, and the highest number seen at once. */
-  current: number;
+  /** Sessions open now: each from smtp-server's connect() to its close() (221, 421) or the client's FIN. */
+  readonly current: number;
+  /** The highest number of sessions open at once. */
   maxConcurrent: number;
   waitForMessages(n: number, timeoutMs?: number): Promise<CapturedMessage[]>;
   close(): Promise<void>;
 }
 
-export const defaultCaptureCapabilities: readonly string[] = [
-  'PIPELINING',
-  '8BITMIME',
-  'SMTPUTF8',
-  'SIZE 104857600',
-  'ENHANCEDSTATUSCODES',
-  'XCLIENT ADDR PORT PROTO HELO NAME LOGIN DESTADDR DESTPORT',
-];
+/** What the recorder reaches inside smtp-server 3.21's SMTPConnection (checked at start). */
+interface ConnectionInternals {
+  id: string;
+  _socket: net.Socket;
+  _parser: { oncommand(command: Buffer, callback?: () => void): void };
+  _createParser(): ConnectionInternals['_parser'];
+  close(): void;
+  _xClient: Map<string, string | number | false>;
+  remoteAddress: string;
+  remotePort: number;
+}
 
-const CR = 0x0d;
-const LF = 0x0a;
-const DOT = 0x2e;
-const CRLF = Buffer.from('\r\n');
-const EMPTY = Buffer.alloc(0);
-const PROXY_V2_SIGNATURE = Buffer.from('\r\n\r\n\0\r\nQUIT\n', 'latin1');
+interface Live {
+  session: CapturedSession;
+  conn?: ConnectionInternals;
+  /** The accepted socket, and the TLS socket on top of it after STARTTLS. */
+  sockets: net.Socket[];
+  rcptSeen: boolean;
+  killed: boolean;
+  inData: boolean;
+  counted: boolean;
+}
+
+const DEFAULT_SIZE = 104_857_600;
+const ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
 
 export async function startCaptureBackend(opts: CaptureBackendOptions = {}): Promise<CaptureBackend> {
-  const events = new EventEmitter();
-  const secureContext = opts.tls
-    ? tls.createSecureContext({ key: opts.tls.key, cert: opts.tls.cert })
-    : undefined;
+  const live = new Map<string, Live>();
+  const headers = new WeakMap<net.Socket, { chunks: Buffer[]; unshifted: number }>();
   const sockets = new Set<net.Socket>();
+  const waiters = new Set<() => void>();
+  const hide = new Set(opts.hide ?? []);
+  const keepData = opts.keepData ?? true;
   let nextSession = 1;
   let nextMessage = 1;
+  let open = 0;
+
+  /**
+   * A session stops counting as a real MTA frees its slot: when smtp-server has said goodbye (its
+   * close(), after a 221 or 421) or the client has hung up (its FIN), whichever comes first.
+   */
+  const finish = (l: Live) => {
+    if (l.counted) return;
+    l.counted = true;
+    open -= 1;
+  };
+  const kill = (l: Live) => {
+    l.killed = true;
+    l.session.closedBy ??= 'server';
+    finish(l);
+    for (const s of l.sockets) s.destroy();
+  };
+  const byCid = (s: SMTPServerSession): Live => {
+    const l = live.get(s.id);
+    if (!l) throw new TestkitError('TESTKIT_OPTION', `capture backend: no record of session ${s.id}`);
+    return l;
+  };
+
+  /** XCLIENT attributes and the client smtp-server sees, from its connection after each reply. */
+  const updateClient = (l: Live) => {
+    const conn = l.conn;
+    if (!conn) return;
+    for (const [k, v] of conn._xClient)
+      if (!k.includes(':')) l.session.xclient[k] = v === false ? false : String(v);
+    l.session.client = { address: conn.remoteAddress, port: conn.remotePort };
+  };
+
+  /** Records what is read from and written to `socket` (the accepted one, then the TLS one). */
+  const tap = (l: Live, socket: net.Socket) => {
+    l.sockets.push(socket);
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('data', (chunk: Buffer) => {
+      if (keepData || !l.inData) l.session.raw.push(chunk);
+    });
+    socket.on('end', () => {
+      l.session.closedBy ??= 'client';
+      finish(l);
+    });
+    socket.on('close', () => finish(l));
+    const end = socket.end.bind(socket) as (...args: unknown[]) => net.Socket;
+    socket.end = ((...args: unknown[]) => {
+      l.session.closedBy ??= 'server';
+      return end(...args);
+    }) as typeof socket.end;
+    const write = socket.write.bind(socket) as (chunk: unknown, ...rest: unknown[]) => boolean;
+    socket.write = ((chunk: unknown, ...rest: unknown[]) => {
+      l.session.replies.push(Buffer.isBuffer(chunk) ? chunk.toString('latin1') : String(chunk));
+      const flushed = write(chunk, ...rest);
+      updateClient(l);
+      return flushed;
+    }) as typeof socket.write;
+  };
+
+  /** The parser reads the command lines; the TLS session after STARTTLS gets a new parser. */
+  const watchParser = (l: Live, parser: ConnectionInternals['_parser']) => {
+    const oncommand = parser.oncommand.bind(parser);
+    parser.oncommand = (command, callback) => {
+      const line = command.toString('utf8');
+      l.session.lines.push(line);
+      const m = /^(EHLO|HELO)\s+(\S+)\s*$/i.exec(line);
+      if (m) l.session.ehlo.push(m[2]!);
+      oncommand(command, callback);
+    };
+  };
+
+  const answer = (
+    l: Live,
+    verb: 'MAIL' | 'RCPT',
+    address: SMTPServerAddress,
+    callback: (err?: Error | null) => void,
+    after?: () => void,
+  ) => {
+    const command = l.session.lines.at(-1) ?? '';
+    const sp = command.indexOf(' ');
+    const scripted = opts.reply?.({
+      command,
+      verb,
+      arg: sp < 0 ? '' : command.slice(sp + 1),
+      address: address.address,
+      session: l.session,
+    });
+    if (scripted === null) return;
+    if (scripted === undefined) {
+      callback();
+      after?.();
+      return;
+    }
+    callback(refusal(scripted, `${verb} reply`));
+  };
+
+  const onData = (
+    stream: SMTPServerDataStream,
+    session: SMTPServerSession,
+    done: (err?: Error | null, message?: string) => void,
+  ) => {
+    const l = byCid(session);
+    l.inData = true;
+    const chunks: Buffer[] = [];
+    const hash = createHash('sha256');
+    let size = 0;
+    stream.on('data', (c: Buffer) => {
+      if (opts.kill === 'mid-data') {
+        kill(l);
+        return;
+      }
+      size += c.length;
+      hash.update(c);
+      if (keepData) chunks.push(c);
+    });
+    stream.on('error', () => {});
+    stream.on('end', () => {
+      l.inData = false;
+      if (l.killed) return;
+      if (opts.kill === 'mid-data') {
+        kill(l);
+        return;
+      }
+      const envelope = session.envelope;
+      const from = envelope.mailFrom || undefined;
+      const msg: CapturedMessage = {
+        id: nextMessage++,
+        sessionId: l.session.id,
+        mailFrom: from ? from.address : '',
+        mailParams: from ? formatArgs(from.args) : '',
+        rcptTo: envelope.rcptTo.map((r) => r.address),
+        data: Buffer.concat(chunks),
+        size,
+        sha256: hash.digest('hex'),
+        client: {
+          address: session.remoteAddress,
+          port: session.remotePort,
+          helo: session.hostNameAppearsAs,
+        },
+      };
+      backend.messages.push(msg);
+      for (const wake of waiters) wake();
+      if (opts.kill === 'after-dot') {
+        kill(l);
+        return;
+      }
+      // The reply is written within done(), and what the client pipelined behind the dot may be
+      // answered within it too: the data reply is the first one after this.
+      const before = l.session.replies.length;
+      if (stream.sizeExceeded) {
+        // rejectOversized: smtp-server answers 552 itself, whatever onData says.
+        done(null);
+      } else {
+        const scripted = opts.dataReply?.(msg);
+        if (scripted === null) return;
+        if (scripted === undefined) done(null, `Ok: queued as ${msg.id}`);
+        else if (/^2\d\d /.test(scripted)) done(null, scripted.slice(4).replace(ENHANCED, ''));
+        else done(refusal(scripted, 'dataReply'));
+      }
+      msg.reply = l.session.replies[before]?.replace(/\r\n$/, '');
+    });
+  };
+
+  const newSession = (cid: string, socket: net.Socket): Live => {
+    const raw: Buffer[] = [];
+    const session: CapturedSession = {
+      id: nextSession++,
+      cid,
+      remotePort: socket.remotePort ?? 0,
+      lines: [],
+      raw,
+      replies: [],
+      xclient: {},
+      client: { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 },
+      ehlo: [],
+      tls: false,
+      bytes: () => Buffer.concat(raw),
+    };
+    backend.sessions.push(session);
+    const l: Live = { session, sockets: [], rcptSeen: false, killed: false, inData: false, counted: false };
+    live.set(cid, l);
+    return l;
+  };
+
+  const serverOptions: SMTPServerOptions = {
+    name: opts.hostname ?? 'capture.test',
+    banner: '',
+    heloResponse: '%s',
+    logger: false,
+    disableReverseLookup: true,
+    disabledCommands: opts.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
+    ...(opts.tls ? { key: opts.tls.key, cert: opts.tls.cert } : {}),
+    hideENHANCEDSTATUSCODES: hide.has('ENHANCEDSTATUSCODES'),
+    hidePIPELINING: hide.has('PIPELINING'),
+    hide8BITMIME: hide.has('8BITMIME'),
+    hideSMTPUTF8: hide.has('SMTPUTF8'),
+    hideDSN: !opts.dsn,
+    useXClient: !hide.has('XCLIENT'),
+    useProxy: opts.expectProxyHeader ?? false,
+    size: opts.size ?? DEFAULT_SIZE,
+    hideSize: hide.has('SIZE'),
+    rejectOversized: true,
+    closeTimeout: 1000,
+    onConnect(session, callback) {
+      const l = byCid(session);
+      if (opts.kill === 'before-greeting') {
+        kill(l);
+        return;
+      }
+      const delay = opts.greetingDelayMs ?? 0;
+      if (delay > 0) setTimeout(() => callback(), delay);
+      else callback();
+    },
+    onSecure(socket, session, callback) {
+      const l = byCid(session);
+      l.session.tls = true;
+      tap(l, socket as net.Socket);
+      callback();
+    },
+    onMailFrom(address, session, callback) {
+      answer(byCid(session), 'MAIL', address, callback);
+    },
+    onRcptTo(address, session, callback) {
+      const l = byCid(session);
+      answer(l, 'RCPT', address, callback, () => {
+        if (opts.kill === 'after-rcpt' && !l.rcptSeen) {
+          l.rcptSeen = true;
+          kill(l);
+        }
+      });
+    },
+    onData,
+    onClose(session) {
+      const l = live.get(session.id);
+      if (!l) return;
+      updateClient(l);
+      live.delete(session.id);
+    },
+  };
+
+  class RecordingServer extends SMTPServer {
+    override connect(socket: net.Socket, socketOptions?: { id?: string } | null): void {
+      const cid = socketOptions?.id ?? '';
+      const l = newSession(cid, socket);
+      open += 1;
+      backend.maxConcurrent = Math.max(backend.maxConcurrent, open);
+      const header = headers.get(socket);
+      if (header) {
+        // The reader of the PROXY header is done with the socket: give it its own methods back.
+        Reflect.deleteProperty(socket, 'read');
+        Reflect.deleteProperty(socket, 'unshift');
+        const all = Buffer.concat(header.chunks);
+        l.session.proxyHeader = all.subarray(0, all.length - header.unshifted);
+      }
+      tap(l, socket);
+      super.connect(socket, socketOptions as never);
+      const conn = [...(this.connections as unknown as Set<ConnectionInternals>)].find((c) => c.id === cid);
+      if (!conn || typeof conn._createParser !== 'function' || !conn._parser) {
+        throw new TestkitError(
+          'TESTKIT_OPTION',
+          `capture backend: smtp-server ${smtpServerVersion} has no SMTPConnection._parser to watch`,
+        );
+      }
+      l.conn = conn;
+      const close = conn.close.bind(conn);
+      conn.close = () => {
+        finish(l);
+        close();
+      };
+      watchParser(l, conn._parser);
+      const create = conn._createParser.bind(conn);
+      conn._createParser = () => {
+        const parser = create();
+        watchParser(l, parser);
+        return parser;
+      };
+    }
+  }
+
+  const server = new RecordingServer(serverOptions);
+  server.on('error', () => {});
+  if (opts.expectProxyHeader) {
+    // Runs before smtp-server's own listener: note what its PROXY reader takes off the socket.
+    server.server.prependListener('connection', (socket: net.Socket) => {
+      const header = { chunks: [] as Buffer[], unshifted: 0 };
+      headers.set(socket, header);
+      const read = socket.read.bind(socket);
+      const unshift = socket.unshift.bind(socket);
+      socket.read = ((n?: number) => {
+        const chunk = read(n) as Buffer | null;
+        if (chunk) header.chunks.push(chunk);
+        return chunk;
+      }) as typeof socket.read;
+      socket.unshift = ((chunk: Buffer, encoding?: BufferEncoding) => {
+        header.unshifted += chunk.length;
+        unshift(chunk, encoding);
+      }) as typeof socket.unshift;
+    });
+  }
 
   const backend: CaptureBackend = {
     host: opts.host ?? '127.0.0.1',
@@ -154,24 +489,26 @@ export async function startCaptureBackend(opts: CaptureBackendOptions = {}): Pro
     address: '',
     sessions: [],
     messages: [],
-    current: 0,
+    get current() {
+      return open;
+    },
     maxConcurrent: 0,
     waitForMessages(n, timeoutMs = 10_000) {
       if (backend.messages.length >= n) return Promise.resolve(backend.messages.slice(0, n));
       return new Promise((resolve, reject) => {
-        const onMessage = () => {
+        const wake = () => {
           if (backend.messages.length < n) return;
           clearTimeout(timer);
-          events.off('message', onMessage);
+          waiters.delete(wake);
           resolve(backend.messages.slice(0, n));
         };
         const timer = setTimeout(() => {
-          events.off('message', onMessage);
+          waiters.delete(wake);
           reject(
             new Error(`capture backend: ${backend.messages.length} of ${n} messages within ${timeoutMs} ms`),
           );
         }, timeoutMs);
-        events.on('message', onMessage);
+        waiters.add(wake);
       });
     },
     close() {
@@ -180,528 +517,36 @@ export async function startCaptureBackend(opts: CaptureBackendOptions = {}): Pro
     },
   };
 
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    backend.current += 1;
-    backend.maxConcurrent = Math.max(backend.maxConcurrent, backend.current);
-    const session = newSession(nextSession++, socket.remotePort ?? 0);
-    backend.sessions.push(session);
-    new CaptureConnection(socket, session, opts, secureContext, {
-      record(draft) {
-        const msg: CapturedMessage = { ...draft, id: nextMessage++, sessionId: session.id };
-        backend.messages.push(msg);
-        events.emit('message');
-        return msg;
-      },
-      closed() {
-        sockets.delete(socket);
-        backend.current -= 1;
-      },
-    });
-  });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.server.once('error', reject);
     server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
-  backend.port = (server.address() as net.AddressInfo).port;
+  const address = server.server.address() as net.AddressInfo;
+  backend.port = address.port;
   backend.address = `${backend.host}:${backend.port}`;
   return backend;
 }
 
-function newSession(id: number, remotePort: number): CapturedSession {
-  const raw: Buffer[] = [];
-  return {
-    id,
-    remotePort,
-    lines: [],
-    repliesBefore: [],
-    raw,
-    xclient: {},
-    ehlo: [],
-    tls: false,
-    bytes: () => Buffer.concat(raw),
-  };
+/** `'550 5.1.1 no such user'` → an error smtp-server answers with `550 <its enhanced code> no such user`. */
+function refusal(scripted: string, what: string): Error {
+  const m = /^([45]\d\d) ([^\r\n]*)$/.exec(scripted);
+  const err = new Error() as Error & { responseCode: number };
+  if (!m) {
+    // A test's mistake, said where it shows: in the test's output and in the reply.
+    const problem = `capture backend: ${what} ${JSON.stringify(scripted)} is not one 4xx/5xx line (smtp-server writes its own successes; odd replies: startWireBackend)`;
+    console.error(problem);
+    err.message = problem;
+    err.responseCode = 451;
+    return err;
+  }
+  err.message = m[2]!.replace(ENHANCED, '');
+  err.responseCode = Number(m[1]);
+  return err;
 }
 
-type MessageDraft = Omit<CapturedMessage, 'id' | 'sessionId'>;
-
-interface DataState {
-  carry: Buffer;
-  lineStart: boolean;
-  rawChunks: Buffer[];
-  rawLen: number;
-  dataChunks: Buffer[];
-  size: number;
-  hash: Hash;
-  early: boolean;
-}
-
-/** One client connection: a byte-level state machine over proxy header, commands and DATA. */
-class CaptureConnection {
-  private state: 'proxy' | 'command' | 'data' | 'tls' | 'dead' = 'command';
-  private greeted = false;
-  private buf: Buffer = EMPTY;
-  private bufRepliesAtStart = 0;
-  private chunkReplies = 0;
-  private replies = 0;
-  private helo = false;
-  private mail?: { from: string; params: string };
-  private rcpts: string[] = [];
-  private rcptSeen = false;
-  private data?: DataState;
-  private readonly keepData: boolean;
-  private isClosed = false;
-  private counted = false;
-
-  constructor(
-    private socket: net.Socket,
-    private readonly session: CapturedSession,
-    private readonly opts: CaptureBackendOptions,
-    private readonly secureContext: tls.SecureContext | undefined,
-    private readonly hooks: { record(m: MessageDraft): CapturedMessage; closed(): void },
-  ) {
-    this.keepData = opts.keepData ?? true;
-    socket.on('data', (chunk: Buffer) => this.feed(chunk));
-    this.watch(socket);
-    if (opts.expectProxyHeader) this.state = 'proxy';
-    else this.scheduleGreeting();
-  }
-
-  /** Both the plain socket and, after STARTTLS, the TLS socket report the end; count it once. */
-  private watch(socket: net.Socket): void {
-    socket.on('end', () => {
-      this.session.closedBy ??= 'client';
-      this.finish();
-    });
-    socket.on('error', () => {
-      this.session.closedBy ??= 'client';
-    });
-    socket.on('close', () => {
-      if (this.isClosed) return;
-      this.isClosed = true;
-      this.state = 'dead';
-      if (this.buf.length > 0) this.session.trailing = this.buf;
-      this.finish();
-    });
-  }
-
-  /**
-   * The connection stops counting towards `current` as a real MTA frees its slot: when it has said
-   * goodbye (221) or the client has hung up, whichever comes first, not when the last FIN is seen.
-   */
-  private finish(): void {
-    if (this.counted) return;
-    this.counted = true;
-    this.hooks.closed();
-  }
-
-  private scheduleGreeting(): void {
-    const delay = this.opts.greetingDelayMs ?? 0;
-    if (delay > 0) setTimeout(() => this.greet(), delay);
-    else this.greet();
-  }
-
-  private greet(): void {
-    if (this.state === 'dead') return;
-    if (this.opts.kill === 'before-greeting') {
-      this.kill();
-      return;
-    }
-    this.send(this.opts.greeting ?? '220 capture.test ESMTP');
-    this.greeted = true;
-    // Lines that arrived before the greeting (early talkers) are answered now, in order.
-    if (this.buf.length > 0) this.run(EMPTY);
-  }
-
-  private kill(): void {
-    this.session.closedBy ??= 'server';
-    this.state = 'dead';
-    this.socket.destroy();
-  }
-
-  private send(text: string): void {
-    let out = text.replace(/\r?\n/g, '\r\n');
-    if (!out.endsWith('\r\n')) out += '\r\n';
-    this.replies += 1;
-    this.socket.write(out);
-  }
-
-  private feed(chunk: Buffer): void {
-    if (this.keepData || this.state !== 'data') this.session.raw.push(chunk);
-    this.chunkReplies = this.replies;
-    if (this.buf.length === 0) this.bufRepliesAtStart = this.chunkReplies;
-    this.run(chunk);
-  }
-
-  /** Hands the bytes to the phase that owns them; a phase returns what belongs to the next one. */
-  private run(chunk: Buffer): void {
-    let rest = chunk;
-    for (;;) {
-      if (this.state === 'proxy') rest = this.feedProxy(rest);
-      else if (this.state === 'data') rest = this.feedData(rest);
-      else if (this.state === 'command') rest = this.feedCommands(rest);
-      else return;
-      if (rest.length === 0) return;
-    }
-  }
-
-  /** Returns the bytes after the header (once complete), or EMPTY while it is incomplete. */
-  private feedProxy(chunk: Buffer): Buffer {
-    this.buf = this.buf.length > 0 ? Buffer.concat([this.buf, chunk]) : chunk;
-    const b = this.buf;
-    let end = -1;
-    if (b.length > 0 && b[0] === PROXY_V2_SIGNATURE[0]) {
-      const sigLen = Math.min(b.length, PROXY_V2_SIGNATURE.length);
-      if (!b.subarray(0, sigLen).equals(PROXY_V2_SIGNATURE.subarray(0, sigLen))) return this.badProxy();
-      if (b.length >= 16) end = 16 + b.readUInt16BE(14);
-      if (end > b.length) end = -1;
-    } else {
-      const lf = b.indexOf(LF);
-      if (lf >= 0) end = lf + 1;
-      else if (b.length > 107) return this.badProxy();
-      if (end > 0 && (!b.subarray(0, 6).equals(Buffer.from('PROXY ')) || b[end - 2] !== CR))
-        return this.badProxy();
-    }
-    if (end < 0) return EMPTY;
-    this.session.proxyHeader = b.subarray(0, end);
-    const rest = b.subarray(end);
-    this.buf = EMPTY;
-    this.state = 'command';
-    this.bufRepliesAtStart = this.chunkReplies;
-    this.scheduleGreeting();
-    return rest;
-  }
-
-  private badProxy(): Buffer {
-    this.session.proxyHeader = this.buf;
-    this.buf = EMPTY;
-    this.kill();
-    return EMPTY;
-  }
-
-  /** Consumes complete lines; returns what follows a DATA line that got 354 (content), else EMPTY. */
-  private feedCommands(chunk: Buffer): Buffer {
-    this.buf = this.buf.length > 0 ? Buffer.concat([this.buf, chunk]) : chunk;
-    if (!this.greeted) return EMPTY;
-    while (this.state === 'command') {
-      const lf = this.buf.indexOf(LF);
-      if (lf < 0) break;
-      const crlf = lf > 0 && this.buf[lf - 1] === CR;
-      const text = this.buf.toString('utf8', 0, crlf ? lf - 1 : lf);
-      this.session.lines.push(crlf ? text : `${text}\n`);
-      this.session.repliesBefore.push(this.bufRepliesAtStart);
-      this.buf = this.buf.subarray(lf + 1);
-      this.bufRepliesAtStart = this.chunkReplies;
-      this.command(text);
-    }
-    if (this.state === 'data') {
-      const rest = this.buf;
-      this.buf = EMPTY;
-      if (this.data && rest.length > 0) this.data.early = true;
-      return rest;
-    }
-    // RFC 3207 4.2: a server discards what the client pipelined behind STARTTLS.
-    if (this.state === 'tls' || this.state === 'dead') this.buf = EMPTY;
-    return EMPTY;
-  }
-
-  private command(line: string): void {
-    const sp = line.indexOf(' ');
-    const verb = (sp < 0 ? line : line.slice(0, sp)).toUpperCase();
-    const arg = sp < 0 ? '' : line.slice(sp + 1);
-    const plan = this.plan(verb, arg);
-    const custom = this.opts.reply?.({ command: line, verb, arg, session: this.session });
-    if (custom === null) return;
-    const reply = custom ?? plan.reply;
-    const positive = plan.ok && (custom === undefined || isPositive(verb, custom));
-    this.send(reply);
-    if (positive) plan.apply();
-    if (verb === 'RCPT' && this.opts.kill === 'after-rcpt' && !this.rcptSeen) {
-      this.rcptSeen = true;
-      this.kill();
-    }
-  }
-
-  /** The default reply to a command, whether it is a success, and what a success changes. */
-  private plan(verb: string, arg: string): { reply: string; ok: boolean; apply: () => void } {
-    const noop = () => {};
-    const fail = (reply: string) => ({ reply, ok: false, apply: noop });
-    const host = this.opts.hostname ?? 'capture.test';
-    switch (verb) {
-      case 'EHLO':
-      case 'HELO': {
-        const name = arg.trim();
-        const apply = () => {
-          this.resetTransaction();
-          this.helo = true;
-          this.session.ehlo.push(name);
-        };
-        if (name === '') return fail(`501 5.5.4 Syntax: ${verb} hostname`);
-        if (verb === 'HELO') return { reply: `250 ${host}`, ok: true, apply };
-        const caps = [...(this.opts.capabilities ?? defaultCaptureCapabilities)];
-        if (this.secureContext && !this.session.tls) caps.push('STARTTLS');
-        const lines = [host, ...caps];
-        const reply = lines.map((l, i) => `250${i === lines.length - 1 ? ' ' : '-'}${l}`).join('\r\n');
-        return { reply, ok: true, apply };
-      }
-      case 'XCLIENT': {
-        const offered = (this.opts.capabilities ?? defaultCaptureCapabilities).find((c) =>
-          /^XCLIENT(\s|$)/i.test(c),
-        );
-        if (!offered) return fail('502 5.5.2 Error: command not recognized');
-        if (this.mail) return fail('503 5.5.1 Error: MAIL transaction in progress');
-        const attrs = parseXclient(arg);
-        if (!attrs) return fail('501 5.5.4 Syntax: XCLIENT attribute=value...');
-        const allowed = new Set(offered.toUpperCase().split(/\s+/).slice(1));
-        const unknown = Object.keys(attrs).find((k) => !allowed.has(k));
-        if (unknown) return fail(`501 5.5.4 Bad XCLIENT attribute name: ${unknown}`);
-        return {
-          reply: this.opts.greeting ?? '220 capture.test ESMTP',
-          ok: true,
-          apply: () => {
-            Object.assign(this.session.xclient, attrs);
-            this.resetTransaction();
-            this.helo = false;
-          },
-        };
-      }
-      case 'STARTTLS':
-        if (!this.secureContext || this.session.tls) return fail('502 5.5.2 Error: command not recognized');
-        if (arg !== '') return fail('501 5.5.4 Syntax: STARTTLS');
-        return { reply: '220 2.0.0 Ready to start TLS', ok: true, apply: () => this.upgrade() };
-      case 'MAIL': {
-        const path = parsePath(arg, 'FROM:');
-        const apply = () => {
-          this.rcpts = [];
-          this.mail = { from: path?.address ?? '', params: path?.params ?? '' };
-        };
-        if (!this.helo) return fail('503 5.5.1 Error: send HELO/EHLO first');
-        if (this.mail) return fail('503 5.5.1 Error: nested MAIL command');
-        if (!path) return fail('501 5.5.4 Syntax: MAIL FROM:<address>');
-        return { reply: '250 2.1.0 Ok', ok: true, apply };
-      }
-      case 'RCPT': {
-        const path = parsePath(arg, 'TO:');
-        const apply = () => this.rcpts.push(path?.address ?? '');
-        if (!this.mail) return fail('503 5.5.1 Error: need MAIL command');
-        if (!path || path.address === '') return fail('501 5.5.4 Syntax: RCPT TO:<address>');
-        return { reply: '250 2.1.5 Ok', ok: true, apply };
-      }
-      case 'DATA': {
-        const apply = () => this.startData();
-        if (!this.mail) return fail('503 5.5.1 Error: need MAIL command');
-        if (this.rcpts.length === 0) return fail('554 5.5.1 Error: no valid recipients');
-        if (arg !== '') return fail('501 5.5.4 Syntax: DATA');
-        return { reply: '354 End data with <CR><LF>.<CR><LF>', ok: true, apply };
-      }
-      case 'RSET':
-        return { reply: '250 2.0.0 Ok', ok: true, apply: () => this.resetTransaction() };
-      case 'NOOP':
-        return { reply: '250 2.0.0 Ok', ok: true, apply: noop };
-      case 'QUIT':
-        return {
-          reply: '221 2.0.0 Bye',
-          ok: true,
-          apply: () => {
-            this.session.closedBy ??= 'server';
-            this.state = 'dead';
-            this.socket.end();
-            this.finish();
-          },
-        };
-      default:
-        return fail('502 5.5.2 Error: command not recognized');
-    }
-  }
-
-  private resetTransaction(): void {
-    this.mail = undefined;
-    this.rcpts = [];
-  }
-
-  private upgrade(): void {
-    const plain = this.socket;
-    plain.removeAllListeners('data');
-    this.state = 'tls';
-    const secure = new tls.TLSSocket(plain, { isServer: true, secureContext: this.secureContext });
-    secure.on('secure', () => {
-      this.session.tls = true;
-      this.resetTransaction();
-      this.helo = false;
-      this.state = 'command';
-    });
-    secure.on('data', (chunk: Buffer) => this.feed(chunk));
-    secure.on('error', () => plain.destroy());
-    this.watch(secure);
-    this.socket = secure;
-  }
-
-  private startData(): void {
-    this.state = 'data';
-    this.data = {
-      carry: EMPTY,
-      lineStart: true,
-      rawChunks: [],
-      rawLen: 0,
-      dataChunks: [],
-      size: 0,
-      hash: createHash('sha256'),
-      early: false,
-    };
-  }
-
-  /**
-   * RFC 5321 4.1.1.4 / 4.5.2: content ends only at CRLF "." CRLF (the start of DATA counts as a line
-   * start); a leading dot of any other line is removed. `carry` holds the at most two undecided bytes
-   * (`\r` mid-line, or `.`/`.\r` at a line start) between reads. Returns the bytes after the end.
-   */
-  private feedData(chunk: Buffer): Buffer {
-    const d = this.data!;
-    if (chunk.length === 0) return EMPTY;
-    if (this.opts.kill === 'mid-data') {
-      this.kill();
-      return EMPTY;
-    }
-    const carryLen = d.carry.length;
-    const rawBefore = d.rawLen;
-    if (this.keepData) d.rawChunks.push(chunk);
-    d.rawLen += chunk.length;
-    const buf = carryLen > 0 ? Buffer.concat([d.carry, chunk]) : chunk;
-    const len = buf.length;
-    let i = 0;
-    for (;;) {
-      if (d.lineStart) {
-        if (i >= len) {
-          d.carry = EMPTY;
-          return EMPTY;
-        }
-        if (buf[i] === DOT) {
-          if (i + 2 >= len && (i + 1 >= len || buf[i + 1] === CR)) {
-            d.carry = buf.subarray(i);
-            return EMPTY;
-          }
-          if (buf[i + 1] === CR && buf[i + 2] === LF) {
-            this.endData(rawBefore + i - carryLen);
-            return buf.subarray(i + 3);
-          }
-          i += 1;
-        }
-        d.lineStart = false;
-      }
-      const j = buf.indexOf(CRLF, i);
-      if (j < 0) {
-        const end = buf[len - 1] === CR ? len - 1 : len;
-        this.emitData(buf.subarray(i, end));
-        d.carry = buf.subarray(end);
-        return EMPTY;
-      }
-      this.emitData(buf.subarray(i, j + 2));
-      i = j + 2;
-      d.lineStart = true;
-    }
-  }
-
-  private emitData(piece: Buffer): void {
-    const d = this.data!;
-    if (piece.length === 0) return;
-    d.size += piece.length;
-    d.hash.update(piece);
-    if (this.keepData) d.dataChunks.push(piece);
-  }
-
-  private endData(rawSize: number): void {
-    const d = this.data!;
-    this.data = undefined;
-    this.state = 'command';
-    const draft: MessageDraft = {
-      mailFrom: this.mail?.from ?? '',
-      mailParams: this.mail?.params ?? '',
-      rcptTo: [...this.rcpts],
-      raw: this.keepData ? Buffer.concat(d.rawChunks).subarray(0, rawSize) : EMPTY,
-      data: this.keepData ? Buffer.concat(d.dataChunks) : EMPTY,
-      rawSize,
-      size: d.size,
-      sha256: d.hash.digest('hex'),
-      earlyData: d.early,
-    };
-    this.resetTransaction();
-    const msg = this.hooks.record(draft);
-    if (this.opts.kill === 'after-dot') {
-      this.kill();
-      return;
-    }
-    const reply = this.opts.dataReply?.(msg);
-    if (reply === null) return;
-    msg.reply = reply ?? `250 2.0.0 Ok: queued as ${msg.id}`;
-    this.send(msg.reply);
-  }
-}
-
-function isPositive(verb: string, reply: string): boolean {
-  if (verb === 'DATA') return reply.startsWith('354');
-  if (verb === 'STARTTLS' || verb === 'XCLIENT') return reply.startsWith('220');
-  return reply.startsWith('2');
-}
-
-/** `FROM:<a@b> PARAMS` → address and params; undefined when malformed. */
-function parsePath(arg: string, prefix: string): { address: string; params: string } | undefined {
-  if (arg.slice(0, prefix.length).toUpperCase() !== prefix) return undefined;
-  const m = /^\s*<([^>]*)>\s*(.*)$/.exec(arg.slice(prefix.length));
-  return m ? { address: m[1]!, params: m[2]! } : undefined;
-}
-
-/** `NAME=xtext ...` → decoded attributes (RFC 3461 xtext: `+HH` is one byte). */
-function parseXclient(arg: string): Record<string, string> | undefined {
-  const out: Record<string, string> = {};
-  const words = arg.split(' ').filter((w) => w !== '');
-  if (words.length === 0) return undefined;
-  for (const w of words) {
-    const eq = w.indexOf('=');
-    if (eq <= 0) return undefined;
-    const value = w.slice(eq + 1);
-    if (/\+(?![0-9A-F]{2})/.test(value)) return undefined;
-    const bytes = Buffer.from(
-      value.replace(/\+([0-9A-F]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16))),
-      'latin1',
-    );
-    out[w.slice(0, eq).toUpperCase()] = bytes.toString('utf8');
-  }
-  return out;
-}
-
-const execFileP = promisify(execFile);
-let certPromise: Promise<{ key: string; cert: string }> | undefined;
-
-/** A self-signed certificate for `localhost` and 127.0.0.1, made once per process with openssl. */
-export function selfSignedCert(): Promise<{ key: string; cert: string }> {
-  certPromise ??= (async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'capture-cert-'));
-    try {
-      const key = join(dir, 'key.pem');
-      const cert = join(dir, 'cert.pem');
-      await execFileP('openssl', [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '2',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      ]);
-      return { key: await readFile(key, 'utf8'), cert: await readFile(cert, 'utf8') };
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
-  })();
-  return certPromise;
+function formatArgs(args: unknown): string {
+  if (!args || typeof args !== 'object') return '';
+  return Object.entries(args as Record<string, string | boolean>)
+    .map(([k, v]) => (v === true ? k : `${k}=${v}`))
+    .join(' ');
 }

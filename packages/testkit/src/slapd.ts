@@ -4,10 +4,10 @@
 // keep the port and the data, for "directory gone, then back" tests.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { selfSignedCert } from './capture-backend.js';
 import { TestkitError, tail } from './errors.js';
 import { freePort } from './free-port.js';
 import { type ManagedProcess, makeTempDir, runCommand, startProcess, waitForPort } from './process.js';
+import { selfSignedCert } from './self-signed-cert.js';
 
 const HOST = '127.0.0.1';
 

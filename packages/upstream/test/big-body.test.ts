@@ -63,7 +63,6 @@ describe('a 50 MB message', { timeout: 60_000 }, () => {
     assert.ok(seen.bytes >= TOTAL);
     assert.equal(m!.size, seen.bytes);
     assert.equal(m!.sha256, seen.hash.digest('hex'));
-    assert.ok(m!.rawSize > m!.size, 'dot lines were stuffed on the wire');
     const growth = (peak - base) / MB;
     console.log(`# rss growth while streaming 50 MB: ${growth.toFixed(1)} MB`);
     assert.ok(growth < 64, `RSS grew by ${growth.toFixed(1)} MB`);

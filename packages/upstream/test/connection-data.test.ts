@@ -1,20 +1,20 @@
-// DATA against the capture backend, which un-stuffs strictly: what the backend stores must be
+// DATA against the wire recorder, which un-stuffs strictly and keeps the bytes as sent: what it stores must be
 // exactly the content, whatever the chunking; bare newlines, size limits and refusals end the
 // transfer without a final dot, and the caller's stream is never destroyed.
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
-import type { CaptureBackendOptions } from '@smtp-lb/testkit';
+import type { WireBackendOptions } from '@smtp-lb/testkit';
 import {
   connectUpstream,
   type UpstreamConnection,
   type UpstreamError,
   type UpstreamOptions,
 } from '../src/index.js';
-import { backend, body, esmtp, identity, options, stub } from './helpers/setup.js';
+import { body, esmtp, identity, options, stub, wireBackend } from './helpers/setup.js';
 
-async function ready(opts?: CaptureBackendOptions, over?: Partial<UpstreamOptions>) {
-  const b = await backend(opts);
+async function ready(opts?: WireBackendOptions, over?: Partial<UpstreamOptions>) {
+  const b = await wireBackend(opts);
   const conn = await connectUpstream(options(b, over), identity);
   const env = await conn.envelope({ address: 'a@x.test', params: {} }, [{ address: 'b@y.test', params: {} }]);
   assert.equal(env.rcpts[0]!.code, 250);
@@ -33,7 +33,7 @@ function aborted(reason: string) {
   };
 }
 
-async function noFinalDot(b: Awaited<ReturnType<typeof backend>>, conn: UpstreamConnection) {
+async function noFinalDot(b: Awaited<ReturnType<typeof wireBackend>>, conn: UpstreamConnection) {
   assert.equal(conn.closed, true);
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(b.messages.length, 0, 'the backend took no message');

@@ -5,7 +5,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { selfSignedCert } from '@smtp-lb/testkit';
 import { connectUpstream, type UpstreamError } from '../src/index.js';
-import { backend, esmtp, identity, options, stub } from './helpers/setup.js';
+import { esmtp, identity, options, stub, wireBackend } from './helpers/setup.js';
 
 function expectError(code: string, stage: string, extra: Partial<UpstreamError> = {}) {
   return (err: unknown) => {
@@ -20,7 +20,7 @@ function expectError(code: string, stage: string, extra: Partial<UpstreamError> 
 
 describe('connecting', { timeout: 30_000 }, () => {
   it('reads the greeting and the EHLO capabilities', async () => {
-    const b = await backend({ greeting: '220-capture.test hello\r\n220 more' });
+    const b = await wireBackend({ greeting: '220-capture.test hello\r\n220 more' });
     const conn = await connectUpstream(options(b), identity);
     assert.deepEqual(conn.greeting, { code: 220, lines: ['capture.test hello', 'more'] });
     assert.deepEqual(
@@ -41,20 +41,20 @@ describe('connecting', { timeout: 30_000 }, () => {
   });
 
   it('falls back to HELO when EHLO gets a 5xx, and fails EEHLO when both are refused', async () => {
-    const b = await backend({ reply: ({ verb }) => (verb === 'EHLO' ? '502 5.5.2 what' : undefined) });
+    const b = await wireBackend({ reply: ({ verb }) => (verb === 'EHLO' ? '502 5.5.2 what' : undefined) });
     const conn = await connectUpstream(options(b), identity);
     assert.equal(conn.capabilities.size, 0);
     await conn.quit();
     assert.deepEqual(b.sessions[0]!.lines.slice(0, 2), ['EHLO proxy.test', 'HELO proxy.test']);
 
-    const none = await backend({
+    const none = await wireBackend({
       reply: ({ verb }) => (verb === 'EHLO' || verb === 'HELO' ? '550 5.7.1 go away' : undefined),
     });
     await assert.rejects(
       connectUpstream(options(none), identity),
       expectError('EEHLO', 'ehlo', { responseCode: 550, enhancedCode: '5.7.1', command: 'HELO proxy.test' }),
     );
-    const busy = await backend({ reply: ({ verb }) => (verb === 'EHLO' ? '421 4.3.2 busy' : undefined) });
+    const busy = await wireBackend({ reply: ({ verb }) => (verb === 'EHLO' ? '421 4.3.2 busy' : undefined) });
     await assert.rejects(
       connectUpstream(options(busy), identity),
       expectError('EEHLO', 'ehlo', { responseCode: 421 }),
@@ -63,7 +63,7 @@ describe('connecting', { timeout: 30_000 }, () => {
   });
 
   it('fails EGREETING on a 554 greeting, with the reply', async () => {
-    const b = await backend({ greeting: '554 5.3.2 not now' });
+    const b = await wireBackend({ greeting: '554 5.3.2 not now' });
     await assert.rejects(
       connectUpstream(options(b), identity),
       expectError('EGREETING', 'greeting', {
@@ -83,7 +83,7 @@ describe('connecting', { timeout: 30_000 }, () => {
   });
 
   it('fails ETIMEOUT at the greeting stage when the greeting is late', async () => {
-    const b = await backend({ greetingDelayMs: 1000 });
+    const b = await wireBackend({ greetingDelayMs: 1000 });
     const t = options(b).timeouts;
     await assert.rejects(
       connectUpstream(options(b, { timeouts: { ...t, greeting: 100 } }), identity),
@@ -92,7 +92,7 @@ describe('connecting', { timeout: 30_000 }, () => {
   });
 
   it('gives up with EABORTED when the caller aborts while connecting', async () => {
-    const b = await backend({ greetingDelayMs: 1000 });
+    const b = await wireBackend({ greetingDelayMs: 1000 });
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 50);
     await assert.rejects(
@@ -106,7 +106,7 @@ describe('connecting', { timeout: 30_000 }, () => {
   });
 
   it('refuses timeouts that setTimeout would turn into no wait at all', async () => {
-    const b = await backend();
+    const b = await wireBackend();
     const t = options(b).timeouts;
     for (const bad of [0, -1, Number.POSITIVE_INFINITY, 2 ** 31]) {
       await assert.rejects(
@@ -118,7 +118,7 @@ describe('connecting', { timeout: 30_000 }, () => {
   });
 
   it('fails EPROTOCOL when the backend answers EHLO with garbage', async () => {
-    const b = await backend({ reply: ({ verb }) => (verb === 'EHLO' ? 'hello there' : undefined) });
+    const b = await wireBackend({ reply: ({ verb }) => (verb === 'EHLO' ? 'hello there' : undefined) });
     await assert.rejects(connectUpstream(options(b), identity), expectError('EPROTOCOL', 'ehlo'));
   });
 });
@@ -126,7 +126,7 @@ describe('connecting', { timeout: 30_000 }, () => {
 describe('STARTTLS', { timeout: 30_000 }, () => {
   it('upgrades when offered (opportunistic), verifies against a CA, and says EHLO again', async () => {
     const cert = await selfSignedCert();
-    const b = await backend({ tls: cert });
+    const b = await wireBackend({ tls: cert });
     const conn = await connectUpstream(
       options(b, { tls: { mode: 'opportunistic', verify: true, ca: cert.cert } }),
       identity,
@@ -150,7 +150,7 @@ describe('STARTTLS', { timeout: 30_000 }, () => {
   });
 
   it('fails ETLS when the certificate cannot be verified', async () => {
-    const b = await backend({ tls: await selfSignedCert() });
+    const b = await wireBackend({ tls: await selfSignedCert() });
     await assert.rejects(
       connectUpstream(options(b, { tls: { mode: 'opportunistic', verify: true } }), identity),
       expectError('ETLS', 'starttls'),
@@ -159,7 +159,7 @@ describe('STARTTLS', { timeout: 30_000 }, () => {
   });
 
   it('required: fails ETLS when STARTTLS is not offered, before any transaction', async () => {
-    const b = await backend();
+    const b = await wireBackend();
     await assert.rejects(
       connectUpstream(options(b, { tls: { mode: 'required', verify: false } }), identity),
       expectError('ETLS', 'starttls'),
@@ -168,7 +168,7 @@ describe('STARTTLS', { timeout: 30_000 }, () => {
   });
 
   it('opportunistic: stays in plaintext when STARTTLS is not offered or refused; required fails', async () => {
-    const plain = await backend();
+    const plain = await wireBackend();
     const c1 = await connectUpstream(
       options(plain, { tls: { mode: 'opportunistic', verify: false } }),
       identity,
@@ -179,7 +179,7 @@ describe('STARTTLS', { timeout: 30_000 }, () => {
     const cert = await selfSignedCert();
     const refuse = ({ verb }: { verb: string }) =>
       verb === 'STARTTLS' ? '454 4.7.0 TLS not available' : undefined;
-    const b = await backend({ tls: cert, reply: refuse });
+    const b = await wireBackend({ tls: cert, reply: refuse });
     const c2 = await connectUpstream(options(b, { tls: { mode: 'opportunistic', verify: false } }), identity);
     assert.equal(c2.secure, false);
     const res = await c2.envelope({ address: '', params: {} }, [{ address: 'b@y.test', params: {} }]);
@@ -192,7 +192,7 @@ describe('STARTTLS', { timeout: 30_000 }, () => {
   });
 
   it('discards what the backend sent after its 220 and before the handshake (RFC 3207 4.2)', async () => {
-    const b = await backend({
+    const b = await wireBackend({
       tls: await selfSignedCert(),
       reply: ({ verb }) =>
         verb === 'STARTTLS' ? '220 2.0.0 go\r\n250-injected\r\n250 AUTH PLAIN' : undefined,
@@ -227,7 +227,7 @@ describe('XCLIENT', { timeout: 30_000 }, () => {
   const who = { ...identity, address: '2001:db8::7', helo: 'client example+x', login: 'jörg' };
 
   it('sends the offered attributes xtext-encoded, then EHLO again', async () => {
-    const b = await backend();
+    const b = await wireBackend();
     const conn = await connectUpstream(options(b, { xclient: 'auto' }), who);
     assert.equal(conn.xclientSent, true);
     await conn.quit();
@@ -250,7 +250,7 @@ describe('XCLIENT', { timeout: 30_000 }, () => {
   });
 
   it("says EHLO with the client's own HELO name after XCLIENT when it is a usable one", async () => {
-    const b = await backend();
+    const b = await wireBackend();
     const conn = await connectUpstream(options(b, { xclient: 'auto' }), {
       ...who,
       helo: 'mx.client.example',
@@ -261,7 +261,7 @@ describe('XCLIENT', { timeout: 30_000 }, () => {
   });
 
   it('sends only what the backend lists, split over commands within 512 octets', async () => {
-    const b = await backend({ capabilities: ['PIPELINING', 'XCLIENT NAME HELO ADDR'] });
+    const b = await wireBackend({ capabilities: ['PIPELINING', 'XCLIENT NAME HELO ADDR'] });
     const helo = 'h'.repeat(240);
     const name = 'n'.repeat(240);
     const conn = await connectUpstream(options(b, { xclient: 'auto' }), { ...who, helo, name });
@@ -274,7 +274,7 @@ describe('XCLIENT', { timeout: 30_000 }, () => {
   });
 
   it('fails closed with EXCLIENT when the backend refuses it', async () => {
-    const b = await backend({
+    const b = await wireBackend({
       reply: ({ verb }) => (verb === 'XCLIENT' ? '550 5.7.0 Error: insufficient authorization' : undefined),
     });
     await assert.rejects(
@@ -285,7 +285,7 @@ describe('XCLIENT', { timeout: 30_000 }, () => {
   });
 
   it('skips XCLIENT when the backend does not offer it', async () => {
-    const b = await backend({ capabilities: ['PIPELINING'] });
+    const b = await wireBackend({ capabilities: ['PIPELINING'] });
     const conn = await connectUpstream(options(b, { xclient: 'auto' }), who);
     assert.equal(conn.xclientSent, false);
     await conn.quit();
@@ -332,7 +332,7 @@ describe('PROXY header', { timeout: 30_000 }, () => {
   ];
   for (const c of cases) {
     it(`sends ${c.name} first, byte for byte`, async () => {
-      const b = await backend({ expectProxyHeader: true });
+      const b = await wireBackend({ expectProxyHeader: true });
       const conn = await connectUpstream(options(b, { proxyProtocol: c.version }), c.who);
       await conn.quit();
       assert.deepEqual(b.sessions[0]!.proxyHeader, c.bytes);

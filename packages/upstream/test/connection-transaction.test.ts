@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { connectUpstream, type UpstreamError } from '../src/index.js';
-import { backend, identity, once, options } from './helpers/setup.js';
+import { identity, once, options, wireBackend } from './helpers/setup.js';
 
 const mail = {
   address: 'a@x.test',
@@ -13,7 +13,7 @@ const rcpt = (address: string, params: Record<string, string | true> = {}) => ({
 
 describe('envelope', { timeout: 30_000 }, () => {
   it('pipelines MAIL and every RCPT in one write when the backend offers PIPELINING', async () => {
-    const b = await backend();
+    const b = await wireBackend();
     const conn = await connectUpstream(options(b), identity);
     const res = await conn.envelope(mail, [rcpt('b@y.test', { NOTIFY: 'NEVER' }), rcpt('c@y.test')]);
     assert.deepEqual(res, {
@@ -35,7 +35,7 @@ describe('envelope', { timeout: 30_000 }, () => {
   });
 
   it('sends one command at a time without PIPELINING', async () => {
-    const b = await backend({ capabilities: ['8BITMIME'] });
+    const b = await wireBackend({ capabilities: ['8BITMIME'] });
     const conn = await connectUpstream(options(b), identity);
     const res = await conn.envelope(mail, [rcpt('b@y.test'), rcpt('c@y.test')]);
     assert.deepEqual(
@@ -47,7 +47,7 @@ describe('envelope', { timeout: 30_000 }, () => {
   });
 
   it('returns the backend replies verbatim, multi-line and enhanced codes included', async () => {
-    const b = await backend({
+    const b = await wireBackend({
       reply: ({ verb, arg }) =>
         verb === 'RCPT' && arg.includes('nobody')
           ? '550-5.1.1 The email account that you tried to reach does not exist.\r\n550 5.1.1  Please  check. x1-2si'
@@ -69,7 +69,7 @@ describe('envelope', { timeout: 30_000 }, () => {
 
   it('after a refused MAIL still sends the RCPTs, which the backend answers itself', async () => {
     for (const capabilities of [['PIPELINING'], []]) {
-      const b = await backend({
+      const b = await wireBackend({
         capabilities,
         reply: ({ verb }) => (verb === 'MAIL' ? '452 4.3.1 Insufficient system storage' : undefined),
       });
@@ -84,7 +84,7 @@ describe('envelope', { timeout: 30_000 }, () => {
   });
 
   it('sends RCPTs alone when MAIL was sent before, and RSET resets the transaction', async () => {
-    const b = await backend();
+    const b = await wireBackend();
     const conn = await connectUpstream(options(b), identity);
     await conn.envelope(mail, [rcpt('b@y.test')]);
     const more = await conn.envelope(undefined, [rcpt('c@y.test')]);
@@ -101,7 +101,7 @@ describe('envelope', { timeout: 30_000 }, () => {
   });
 
   it('fails EPROTOCOL on a 354 to RCPT or a reply without a code, and closes', async () => {
-    const b = await backend({ reply: ({ verb }) => (verb === 'RCPT' ? '354 go ahead' : undefined) });
+    const b = await wireBackend({ reply: ({ verb }) => (verb === 'RCPT' ? '354 go ahead' : undefined) });
     const conn = await connectUpstream(options(b), identity);
     await assert.rejects(conn.envelope(mail, [rcpt('b@y.test')]), (e: UpstreamError) => {
       assert.equal(e.code, 'EPROTOCOL');
@@ -111,13 +111,13 @@ describe('envelope', { timeout: 30_000 }, () => {
     });
     assert.equal(conn.closed, true);
 
-    const g = await backend({ reply: ({ verb }) => (verb === 'MAIL' ? 'whatever' : undefined) });
+    const g = await wireBackend({ reply: ({ verb }) => (verb === 'MAIL' ? 'whatever' : undefined) });
     const c2 = await connectUpstream(options(g), identity);
     await assert.rejects(c2.envelope(mail, [rcpt('b@y.test')]), { code: 'EPROTOCOL', stage: 'mail' });
   });
 
   it('fails ETIMEOUT at the stage that got no reply', async () => {
-    const b = await backend({
+    const b = await wireBackend({
       reply: ({ verb, arg }) => (verb === 'RCPT' && arg.includes('slow') ? null : undefined),
     });
     const o = options(b);
@@ -131,7 +131,7 @@ describe('envelope', { timeout: 30_000 }, () => {
   });
 
   it('refuses a second operation while one is in flight', async () => {
-    const b = await backend();
+    const b = await wireBackend();
     const conn = await connectUpstream(options(b), identity);
     const first = conn.envelope(mail, [rcpt('b@y.test')]);
     await assert.rejects(conn.rset(), /rset\(\) called while envelope\(\) is running/);
@@ -140,7 +140,7 @@ describe('envelope', { timeout: 30_000 }, () => {
   });
 
   it('refuses CR or LF inside a command instead of smuggling it', async () => {
-    const b = await backend();
+    const b = await wireBackend();
     const conn = await connectUpstream(options(b), identity);
     await assert.rejects(conn.envelope({ address: 'a@x\r\nRCPT TO:<evil@x>', params: {} }, []), TypeError);
     await conn.quit();
@@ -148,7 +148,7 @@ describe('envelope', { timeout: 30_000 }, () => {
   });
 
   it('quit says QUIT, closes, emits close once and never rejects', async () => {
-    const b = await backend();
+    const b = await wireBackend();
     const conn = await connectUpstream(options(b), identity);
     let closes = 0;
     conn.on('close', () => closes++);
@@ -161,7 +161,7 @@ describe('envelope', { timeout: 30_000 }, () => {
   });
 
   it('emits close when the backend goes away, and later calls fail ECLOSED with their stage', async () => {
-    const b = await backend();
+    const b = await wireBackend();
     const conn = await connectUpstream(options(b), identity);
     const closed = once(conn, 'close');
     await b.close();

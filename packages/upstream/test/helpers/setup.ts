@@ -4,7 +4,14 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import { after } from 'node:test';
-import { type CaptureBackend, type CaptureBackendOptions, startCaptureBackend } from '@smtp-lb/testkit';
+import {
+  type CaptureBackend,
+  type CaptureBackendOptions,
+  startCaptureBackend,
+  startWireBackend,
+  type WireBackend,
+  type WireBackendOptions,
+} from '@smtp-lb/testkit';
 import type { ClientIdentity, UpstreamOptions } from '../../src/index.js';
 
 export const identity: ClientIdentity = {
@@ -37,9 +44,17 @@ export function body(...chunks: Array<string | Buffer>): Readable {
   return Readable.from(chunks.map((c) => (typeof c === 'string' ? Buffer.from(c, 'latin1') : c)));
 }
 
-const backends: CaptureBackend[] = [];
+const backends: Array<CaptureBackend | WireBackend> = [];
+/** smtp-server, the backend the client has to get along with. */
 export async function backend(opts?: CaptureBackendOptions): Promise<CaptureBackend> {
   const b = await startCaptureBackend(opts);
+  backends.push(b);
+  return b;
+}
+
+/** The wire recorder, for the client's byte-level behaviour and replies no real server gives. */
+export async function wireBackend(opts?: WireBackendOptions): Promise<WireBackend> {
+  const b = await startWireBackend(opts);
   backends.push(b);
   return b;
 }
