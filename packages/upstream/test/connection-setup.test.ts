@@ -5,7 +5,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { selfSignedCert } from '@smtp-lb/testkit';
 import { connectUpstream, type UpstreamError } from '../src/index.js';
-import { esmtp, identity, options, stub, wireBackend } from './helpers/setup.js';
+import { backend, esmtp, identity, options, stub, wireBackend } from './helpers/setup.js';
 
 function expectError(code: string, stage: string, extra: Partial<UpstreamError> = {}) {
   return (err: unknown) => {
@@ -249,6 +249,32 @@ describe('XCLIENT', { timeout: 30_000 }, () => {
     );
   });
 
+  it('smtp-server takes what it offers of them (no DESTADDR, DESTPORT) and sees the client', async () => {
+    const b = await backend();
+    const conn = await connectUpstream(options(b, { xclient: 'auto' }), who);
+    assert.equal(conn.xclientSent, true);
+    await conn.quit();
+    const s = b.sessions[0]!;
+    assert.equal(s.replies[2], '220 capture.test ESMTP\r\n', 'its answer to our XCLIENT');
+    assert.deepEqual(
+      s.lines.filter((l) => l.startsWith('XCLIENT')),
+      [
+        'XCLIENT PORT=41000 PROTO=ESMTP HELO=client+20example+2Bx LOGIN=j+C3+B6rg ADDR=IPV6:2001:db8::7 NAME=[UNAVAILABLE]',
+      ],
+    );
+    assert.deepEqual(s.client, { address: '2001:db8::7', port: 41000 });
+    // Its xtext decoding gives one character per byte: the UTF-8 of LOGIN arrives, read as latin1.
+    assert.deepEqual(s.xclient, {
+      PORT: '41000',
+      PROTO: 'ESMTP',
+      HELO: 'client example+x',
+      LOGIN: Buffer.from('jörg').toString('latin1'),
+      ADDR: '2001:db8::7',
+      NAME: '',
+    });
+    assert.deepEqual(s.ehlo, ['proxy.test', 'proxy.test'], 'EHLO again, with our name: the HELO has a space');
+  });
+
   it("says EHLO with the client's own HELO name after XCLIENT when it is a usable one", async () => {
     const b = await wireBackend();
     const conn = await connectUpstream(options(b, { xclient: 'auto' }), {
@@ -338,6 +364,18 @@ describe('PROXY header', { timeout: 30_000 }, () => {
       assert.deepEqual(b.sessions[0]!.proxyHeader, c.bytes);
       assert.deepEqual(b.sessions[0]!.bytes().subarray(0, c.bytes.length), c.bytes);
       assert.deepEqual(b.sessions[0]!.lines, ['EHLO proxy.test', 'QUIT']);
+    });
+  }
+
+  for (const c of cases.filter((x) => x.version === 'v1')) {
+    it(`smtp-server reads our ${c.name} and sees the client`, async () => {
+      const b = await backend({ expectProxyHeader: true });
+      const conn = await connectUpstream(options(b, { proxyProtocol: 'v1' }), c.who);
+      await conn.quit();
+      const s = b.sessions[0]!;
+      assert.deepEqual(s.proxyHeader, c.bytes);
+      assert.deepEqual(s.client, { address: c.who.address.replace('::ffff:', ''), port: 41000 });
+      assert.deepEqual(s.lines, ['EHLO proxy.test', 'QUIT']);
     });
   }
 });
