@@ -98,9 +98,10 @@ export interface ListenerConfig {
    */
   longLines: LongLines;
   /**
-   * DSN (RFC 3461) in the EHLO reply. Offered, its parameters go to a bound backend that offers DSN
-   * and are refused (555 5.5.4) where it does not; off, they are refused at once (as by Postfix with
-   * `smtpd_discard_ehlo_keywords = dsn`), and the client handles DSN itself.
+   * DSN (RFC 3461) in the EHLO reply. Offered, its parameters go to a bound backend that offers DSN;
+   * where it does not, NOTIFY=NEVER/SUCCESS are refused (555 5.5.4) and the rest left out (README
+   * "DSN"); off, they are all refused at once (as by Postfix with `smtpd_discard_ehlo_keywords =
+   * dsn`), and the client handles DSN itself.
    */
   dsn: boolean;
   /** CIDRs whose connections must start with a PROXY header; absent: PROXY not accepted. */

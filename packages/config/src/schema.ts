@@ -228,7 +228,7 @@ export const ListenerSchema = Closed(
     ),
     dsn: Type.Boolean(
       withDefault(
-        'Offer DSN: its parameters go to a backend with DSN, else 555 5.5.4 at RCPT (never dropped). false: not offered, refused (555 5.5.4); the client does DSN itself.',
+        'Offer DSN: its parameters go to a backend with DSN; without, NOTIFY=NEVER/SUCCESS get 555 5.5.4 at RCPT. false: not offered, refused (555 5.5.4); the client does DSN itself.',
         DEFAULTS.listener.dsn,
       ),
     ),

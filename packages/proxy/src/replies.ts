@@ -40,7 +40,7 @@ export const replies = {
       'Conversion required but not supported: the backend for this recipient lacks 8BITMIME',
     ),
   utf8Unsupported: () => reply(553, '5.6.7', 'The backend does not support SMTPUTF8 for this address'),
-  /** RFC 5321 4.1.1.11 (555 for a parameter that cannot be implemented); RFC 3461 gives no code. */
+  /** NOTIFY=NEVER or SUCCESS to a backend without DSN. RFC 5321 4.1.1.11: 555; RFC 3461 gives none. */
   dsnUnsupported: (param: string) =>
     reply(555, '5.5.4', `Unsupported option: ${param}, the backend for this recipient does not offer DSN`),
 

@@ -65,9 +65,9 @@ const MAIL_PARAM_NEEDS: Record<string, string> = {
   REQUIRETLS: 'REQUIRETLS',
 };
 
-// RFC 3461 4: MAIL's and RCPT's parameters of DSN.
-const DSN_MAIL_PARAMS = ['RET', 'ENVID'] as const;
-const DSN_RCPT_PARAMS = ['NOTIFY', 'ORCPT'] as const;
+// NOTIFY values a backend without DSN does by itself (a bounce on failure, perhaps delay warnings):
+// left out for it, like ORCPT, ENVID and RET, which only shape a DSN it never writes.
+const NOTIFY_AS_WITHOUT_DSN = /^FAILURE(,DELAY)?$|^DELAY,FAILURE$/i;
 
 const NON_ASCII = /[^\x00-\x7f]/;
 
@@ -472,9 +472,11 @@ export class ProxySession implements FrontSession {
    * MAIL is about to be replayed, the RCPT's own every time): a message that asked for REQUIRETLS
    * never travels in plaintext or to a backend that does not promise it onwards (RFC 8689 5); an
    * SMTPUTF8 message or an 8-bit body never goes to a backend without SMTPUTF8 or 8BITMIME (we do
-   * not downgrade or convert); DSN's parameters never go missing on the way: dropped, NOTIFY=NEVER
-   * would become a bounce the sender asked not to get, and NOTIFY=SUCCESS silence where RFC 3461 4.1
-   * wants at least a "relayed" notice (which only the client can send, when we do not offer DSN).
+   * not downgrade or convert). A backend without DSN: ORCPT, ENVID and RET are left out (they only
+   * shape a DSN, which it never writes; Postfix as a client sends ORCPT with every RCPT), and so is
+   * NOTIFY=FAILURE[,DELAY] (what it does anyway); any other NOTIFY is refused: dropped, NEVER would
+   * become a bounce the sender asked not to get, SUCCESS silence where RFC 3461 4.1 wants at least a
+   * "relayed" notice (which only the client can send, when the listener does not offer DSN).
    */
   #unhonoured(
     mail: SmtpAddress['args'] | undefined,
@@ -490,11 +492,10 @@ export class ProxySession implements FrontSession {
       if (typeof body === 'string' && body.toUpperCase() === '8BITMIME' && !has('8BITMIME'))
         return replies.eightBitUnsupported();
     }
-    if (has('DSN')) return undefined;
-    const dsn =
-      (mail && DSN_MAIL_PARAMS.find((p) => mail[p] !== undefined)) ??
-      DSN_RCPT_PARAMS.find((p) => rcpt[p] !== undefined);
-    return dsn === undefined ? undefined : replies.dsnUnsupported(dsn);
+    const notify = rcpt.NOTIFY;
+    if (typeof notify === 'string' && !has('DSN') && !NOTIFY_AS_WITHOUT_DSN.test(notify))
+      return replies.dsnUnsupported(`NOTIFY=${notify.toUpperCase()}`);
+    return undefined;
   }
 
   /** The client went away (QUIT, close, timeout): release the backend. */
