@@ -14,24 +14,27 @@ export const MAX_REPLY_LINE = 512;
 const MAX_TEXT = MAX_REPLY_LINE - 6;
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 const CONTROLS = /[\x00-\x08\x0a-\x1f\x7f]/g;
+/** One scan for the common case: neither a control byte nor (perhaps) an escaped byte. */
+const SUSPECT = /[\x00-\x08\x0a-\x1f\x7f\udc80-\udcff]/;
 const SP = 0x20;
 
 /** `control-bytes` and `long-line` were repaired; `not-utf8` text passed as it came. */
 export type ReplyDefect = 'control-bytes' | 'long-line' | 'not-utf8';
 
-/** `r` as a client may get it, and what was wrong with it (empty for nearly every reply: then `r` itself). */
-export function forClient(r: Reply): { reply: Reply; defects: ReplyDefect[] } {
-  const defects: ReplyDefect[] = [];
+/** `r` as a client may get it and what was wrong with it; undefined when nothing was (nearly every reply). */
+export function forClient(r: Reply): { reply: Reply; defects: ReplyDefect[] } | undefined {
+  let defects: ReplyDefect[] | undefined;
   let lines: string[] | undefined;
   for (let i = 0; i < r.lines.length; i++) {
     const line = r.lines[i]!;
     // The common case: short, printable, UTF-8 (a UTF-8 character is at most 3 octets per UTF-16 unit).
     const short = line.length * 3 <= MAX_TEXT;
-    if (short && !CONTROL.test(line) && !hasRawBytes(line)) {
+    if (short && !SUSPECT.test(line)) {
       lines?.push(line);
       continue;
     }
     lines ??= r.lines.slice(0, i);
+    defects ??= [];
     let text = line;
     if (CONTROL.test(text)) {
       text = text.replace(CONTROLS, '?');
@@ -44,7 +47,8 @@ export function forClient(r: Reply): { reply: Reply; defects: ReplyDefect[] } {
       add(defects, 'long-line');
     } else lines.push(text);
   }
-  return { reply: lines ? { ...r, lines } : r, defects };
+  if (!lines || !defects) return undefined;
+  return defects.length === 0 ? undefined : { reply: { ...r, lines }, defects };
 }
 
 function add(defects: ReplyDefect[], d: ReplyDefect): void {

@@ -709,14 +709,19 @@ export class ProxySession implements FrontSession {
     const backend = bound.backend.id;
     this.#d.metrics.backendReplies.inc({ backend, command, code: String(reply.code) });
     const out = forClient(reply);
-    if (out.defects.length === 0) return reply;
+    if (!out) return reply;
     for (const defect of out.defects) this.#d.metrics.backendReplyDefects.inc({ backend, defect });
-    this.log.warn(
-      { backend, command, code: reply.code, defects: out.defects, reply: reply.lines[0]?.slice(0, 200) },
-      out.defects.every((d) => d === 'not-utf8')
-        ? 'backend reply text is not UTF-8: relayed as it came'
-        : 'backend reply repaired for the client',
-    );
+    const detail = {
+      backend,
+      command,
+      code: reply.code,
+      defects: out.defects,
+      reply: reply.lines[0]?.slice(0, 200),
+    };
+    // Text that is not UTF-8 passes unchanged (an old backend may send it with every reply): info.
+    if (out.defects.every((d) => d === 'not-utf8'))
+      this.log.info(detail, 'backend reply text is not UTF-8: relayed as it came');
+    else this.log.warn(detail, 'backend reply repaired for the client');
     return out.reply;
   }
 }

@@ -38,7 +38,8 @@ test('any reply text: lines within 512 octets, no control byte, every byte of th
         const enhanced = withEnhanced ? `${String(code)[0]}.1.1` : undefined;
         const lines = raw.map((b, i) => (i === 0 && enhanced ? `${enhanced} ` : '') + decodeWire(b));
         const r: Reply = enhanced ? { code, enhanced, lines } : { code, lines };
-        const { reply, defects } = forClient(r);
+        const out = forClient(r);
+        const { reply, defects } = out ?? { reply: r, defects: [] };
         assert.equal(reply.code, code);
         assert.equal(reply.enhanced, enhanced);
         const sanitized = lines.map((l) => bytesOf(l.replace(/[\x00-\x08\x0a-\x1f\x7f]/g, '?')));
@@ -68,7 +69,7 @@ test('any reply text: lines within 512 octets, no control byte, every byte of th
           defects.includes('not-utf8'),
           lines.some((l) => !bytesOf(l).equals(Buffer.from(l, 'utf8'))),
         );
-        if (defects.length === 0) assert.equal(reply, r, 'a clean reply is passed as it is');
+        if (defects.length === 0) assert.equal(out, undefined, 'nothing to repair: undefined');
       },
     ),
     { seed: 5321, numRuns: 1500 },
@@ -77,7 +78,7 @@ test('any reply text: lines within 512 octets, no control byte, every byte of th
 
 test('a 5 KiB line is split after spaces, each piece with the enhanced code; NUL and CR become ?', () => {
   const words = Array.from({ length: 600 }, (_, i) => `word${i}`).join(' ');
-  const { reply, defects } = forClient({ code: 550, enhanced: '5.7.1', lines: [`5.7.1 ${words}`] });
+  const { reply, defects } = forClient({ code: 550, enhanced: '5.7.1', lines: [`5.7.1 ${words}`] })!;
   assert.deepEqual(defects, ['long-line']);
   assert.ok(reply.lines.length >= 10);
   assert.ok(reply.lines.every((l) => l.startsWith('5.7.1 ')));
@@ -85,7 +86,7 @@ test('a 5 KiB line is split after spaces, each piece with the enhanced code; NUL
     reply.lines.slice(0, -1).every((l) => l.endsWith(' ')),
     'cut after a space',
   );
-  assert.deepEqual(forClient({ code: 250, lines: ['2.0.0 a\x00b\rc\x1b[31m'] }).reply.lines, [
+  assert.deepEqual(forClient({ code: 250, lines: ['2.0.0 a\x00b\rc\x1b[31m'] })?.reply.lines, [
     '2.0.0 a?b?c?[31m',
   ]);
 });
