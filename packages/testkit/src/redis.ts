@@ -25,12 +25,21 @@ export interface RedisServer {
   restart(): Promise<void>;
   /** Stops the server but keeps its port and directory, for an outage that `restart()` ends. */
   down(): Promise<void>;
+  /**
+   * SIGSTOP: the process hangs with its connections open and its data kept (what a host that
+   * froze or a network black hole looks like to clients); `resume()` (SIGCONT) ends it.
+   */
+  pause(): void;
+  resume(): void;
 }
 
 export interface RedisClusterNode {
   readonly host: string;
   readonly port: number;
   readonly url: string;
+  /** SIGSTOP / SIGCONT this master (see RedisServer.pause). */
+  pause(): void;
+  resume(): void;
 }
 
 export interface RedisCluster {
@@ -76,27 +85,49 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
     await dir.remove();
     throw err;
   }
+  let paused = false;
+  const signal = (sig: NodeJS.Signals) => {
+    if (!server.exitStatus()) process.kill(server.pid, sig);
+  };
+  // A stopped process does not act on SIGTERM: let it run again before it is told to stop.
+  const unpause = () => {
+    if (paused) signal('SIGCONT');
+    paused = false;
+  };
   return {
     host: HOST,
     port,
     url: `redis://${HOST}:${port}`,
     async stop() {
+      unpause();
       await server.stop();
       await dir.remove();
     },
     async restart() {
+      unpause();
       await server.stop();
       server = await spawnRedis(port, dir.path, args);
     },
     async down() {
+      unpause();
       await server.stop();
     },
+    pause() {
+      signal('SIGSTOP');
+      paused = true;
+    },
+    resume: unpause,
   };
 }
 
 export interface RedisClusterOptions {
   /** Number of masters, at least 3 (redis-cli refuses fewer). Default 3. */
   masters?: number;
+  /**
+   * Redis' `cluster-require-full-coverage` (default true, as in Redis): when true, one master
+   * failed stops the whole cluster answering; false keeps the other masters serving their slots.
+   */
+  requireFullCoverage?: boolean;
 }
 
 /** Starts `masters` cluster-enabled servers and joins them into one cluster holding all 16384 slots. */
@@ -116,6 +147,7 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       const [port, busPort] = [await distinctFreePort(taken), await distinctFreePort(taken)];
       const args = ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf'];
       args.push('--cluster-port', String(busPort), '--cluster-node-timeout', '3000');
+      if (options.requireFullCoverage === false) args.push('--cluster-require-full-coverage', 'no');
       servers.push(await startRedis({ port, args }));
     }
     const created = await runCommand(
@@ -162,7 +194,13 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     await stop();
     throw err;
   }
-  const nodes = servers.map(({ host, port, url }) => ({ host, port, url }));
+  const nodes = servers.map((s) => ({
+    host: s.host,
+    port: s.port,
+    url: s.url,
+    pause: () => s.pause(),
+    resume: () => s.resume(),
+  }));
   return { nodes, urls: nodes.map((n) => n.url), stop };
 }
 
