@@ -95,6 +95,15 @@ export function createClient(target: RedisTarget, role: ClientRole): LedgerClien
     {
       enableOfflineQueue: options.enableOfflineQueue,
       clusterRetryStrategy: retry,
+      // No replay here either: ioredis resends a command refused with CLUSTERDOWN or TRYAGAIN, or
+      // lost with a closed connection, after a delay, which can be after the caller's timeout gave
+      // up on it and after newer commands ran (a re-assert overtaken by an older one, an acquire
+      // counted after the re-assert that was to correct it). Refused, the call fails at once and
+      // the ledger degrades that backend until a heartbeat re-asserts. (MOVED and ASK are followed
+      // at once: the node that answered them did not run the command.)
+      ...(role.subscriber
+        ? {}
+        : { retryDelayOnClusterDown: 0, retryDelayOnFailover: 0, retryDelayOnTryAgain: 0 }),
       // The ledger's release channels are sharded (SSUBSCRIBE on the shard of each backend's slot).
       shardedSubscribers: role.subscriber,
       redisOptions: {
@@ -136,17 +145,26 @@ export async function closeClient(client: LedgerClient, ms: number): Promise<voi
   disconnectClient(client);
 }
 
-/** `p`, or LEDGER_TIMEOUT after `ms`: a Redis that stops answering must not hold a session. */
+/**
+ * `p`, or LEDGER_TIMEOUT after `ms`: a Redis that stops answering must not hold a session. When the
+ * timer fires, the reply may already be waiting in the socket: an event loop that was held up (a
+ * loaded machine, a long GC) runs expired timers before it reads sockets. So the timeout gives the
+ * loop one pass over its I/O (setImmediate runs after the poll phase) before it counts.
+ */
 export function withTimeout<T>(p: Promise<T>, ms: number, command: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
+  let immediate: NodeJS.Immediate | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
+    timer = setTimeout(() => {
+      immediate = setImmediate(() =>
         reject(new LedgerError('LEDGER_TIMEOUT', `${command}: no reply from Redis within ${ms} ms`, command)),
-      ms,
-    );
+      );
+    }, ms);
   });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+  return Promise.race([p, timeout]).finally(() => {
+    clearTimeout(timer);
+    if (immediate) clearImmediate(immediate);
+  });
 }
 
 /** Any failure of a Redis call as a LedgerError: ours as they are, anything else LEDGER_UNAVAILABLE. */

@@ -54,6 +54,30 @@ interface BackendState {
   lastUsed: number;
   /** The cap of the last tryAcquire (for the "near the cap" rule of the subscription). */
   cap?: number;
+  /**
+   * Redis has this node's real count on the backend: acquires and releases go to Redis (false while
+   * the backend's keys are out of reach or being re-asserted). Per backend: on a Redis Cluster each
+   * backend's keys live on one master, and losing it touches only its backends.
+   */
+  synced: boolean;
+  /** 'degraded' from the first failed call until the re-assert that follows has gone through. */
+  degraded: boolean;
+  /**
+   * `held` when the backend stopped being synced: what Redis still counts for this node there at
+   * least (releases made since have not reached it), for as long as its lease there lives.
+   */
+  reserved: number;
+  /** When a call on the backend's keys last got a reply while synced (Date.now()). */
+  contactAt: number;
+  /** Nodes with a live lease on the backend at its last heartbeat (0: not known yet). */
+  live: number;
+  /** Until then (one ttl after a re-assert that ended an outage) the node also keeps to its share. */
+  settlingUntil: number;
+  /** Set while the counts are re-asserted: acquires on the backend wait for it. */
+  gate: Promise<void> | undefined;
+  /** Acquires on the backend sent to Redis and not answered yet (a re-assert waits for them). */
+  inflight: number;
+  drainWaiters: Array<() => void>;
 }
 
 interface ReleaseMessage {
@@ -104,24 +128,18 @@ export class RedisLedger implements Ledger {
   private readonly releaseListeners = new Set<(backendId: string) => void>();
   private readonly modeListeners = new Set<(mode: LedgerMode) => void>();
   private readonly errorListeners = new Set<(err: LedgerError) => void>();
-  private currentMode: LedgerMode = 'degraded';
-  /** Redis has this node's real counts: releases go to Redis (false while down or resyncing). */
-  private synced = false;
+  private currentMode: LedgerMode = 'redis';
+  /**
+   * All of Redis is out of reach (a single Redis or Sentinel master away, or the Cluster client
+   * closed): a backend first asked about meanwhile starts degraded. Cleared by a heartbeat that gets through.
+   */
+  private down = false;
+  /** Whether the last beat of the liveness key got through (to log its loss once). */
+  private liveKeyOk = true;
   private nodesSeen = 1;
-  /** Set while counts are re-asserted: acquires wait for it. */
-  private gate: Promise<void> | undefined;
-  private inflight = 0;
-  private drainWaiters: Array<() => void> = [];
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private tickAgain = false;
-  private everSynced = false;
-  /**
-   * Until then (one lease ttl after Redis came back from an outage) this node also keeps to its
-   * local share: a Redis that restarted empty knows only the nodes that have re-asserted so far, and
-   * every live node re-asserts within one heartbeat (ttl/3).
-   */
-  private settlingUntil = 0;
   private closed = false;
   /** Sessions of this node waiting for a slot, per backend (`watch`). */
   private readonly watchers = new Map<string, number>();
@@ -144,11 +162,18 @@ export class RedisLedger implements Ledger {
     this.ttl = Math.round(opts.leaseTtlMs);
     this.timeoutMs = opts.commandTimeoutMs ?? 1000;
     // ioredis emits 'error' on every failed (re)connect; unhandled, that would kill the process.
-    client.on('error', (err: Error) => this.failure(err));
+    // On a Cluster one master's trouble (a slots refresh that failed, a node that went away) is not
+    // every backend's: the calls on the keys it holds fail and degrade their backends.
+    client.on('error', (err: Error) => (this.sharded ? this.report(err) : this.failure(err)));
     subscriber.on('error', (err: Error) => this.log.warn({ err }, 'ledger subscriber: Redis error'));
     client.on('close', () => this.failure(new LedgerError('LEDGER_UNAVAILABLE', 'Redis connection closed')));
     // Back after an outage: resync now rather than at the next heartbeat.
-    client.on('ready', () => void this.tick());
+    client.on('ready', () => {
+      // A Cluster client is ready again once it has the slot map: the masters answer again, even
+      // if the liveness key's master does not (that one only keeps the node count from changing).
+      if (this.sharded) this.down = false;
+      void this.tick();
+    });
     // Release messages sent while the subscriber was away are lost: re-read the counts.
     subscriber.on('ready', () => void this.tick());
     subscriber.on('message', (channel: string, message: string) => this.onMessage(channel, message));
@@ -168,7 +193,7 @@ export class RedisLedger implements Ledger {
       defineLedgerCommands(client);
       await Promise.all([waitReady(client, connectTimeoutMs), waitReady(subscriber, connectTimeoutMs)]);
       await ledger.tick();
-      if (!ledger.synced) throw new Error('first heartbeat failed');
+      if (ledger.down || !ledger.liveKeyOk) throw new Error('first heartbeat failed');
     } catch (err) {
       ledger.closed = true;
       disconnectClient(client);
@@ -191,8 +216,21 @@ export class RedisLedger implements Ledger {
     return this.currentMode;
   }
 
+  /** Some backend (or, on a single Redis, all of Redis) is out of reach. */
   get degraded(): boolean {
     return this.currentMode === 'degraded';
+  }
+
+  /** 'degraded' while this backend's keys are out of reach (its Cluster master, or all of Redis). */
+  backendMode(backendId: string): LedgerMode {
+    const st = this.backends.get(backendId);
+    if (!st) return this.down ? 'degraded' : 'redis';
+    return st.degraded ? 'degraded' : 'redis';
+  }
+
+  /** The backends whose keys are out of reach now. */
+  get degradedBackends(): string[] {
+    return [...this.backends].filter(([, st]) => st.degraded).map(([id]) => id);
   }
 
   /** Live nodes at the last heartbeat, this one included (the divisor of the local share). */
@@ -232,23 +270,24 @@ export class RedisLedger implements Ledger {
     if (this.closed) return undefined;
     const st = this.state(backendId);
     st.cap = cap;
-    while (this.gate) await this.gate;
-    if (!this.synced) return this.acquireLocally(backendId, st, cap);
-    if (Date.now() < this.settlingUntil && !this.withinLocalShare(st, cap)) return undefined;
+    while (st.gate) await st.gate;
+    if (!st.synced) return this.acquireLocally(backendId, st, cap);
+    if (Date.now() < st.settlingUntil && !this.withinLocalShare(st, cap)) return undefined;
     const registered = st.registered;
-    this.inflight += 1;
+    st.inflight += 1;
     let reply: number[];
     try {
       reply = await this.run('acquire', backendId, [cap]);
     } catch (err) {
-      const e = this.failure(err);
+      const e = this.failure(err, backendId);
       if (!isOutage(e)) throw e;
       return this.acquireLocally(backendId, st, cap);
     } finally {
-      this.inflight -= 1;
-      if (this.inflight === 0) for (const w of this.drainWaiters.splice(0)) w();
+      st.inflight -= 1;
+      if (st.inflight === 0) for (const w of st.drainWaiters.splice(0)) w();
     }
     const [code, total, present] = reply as [number, number, number];
+    this.contact(st);
     st.total = total;
     st.registered = true;
     this.listen(backendId);
@@ -256,7 +295,7 @@ export class RedisLedger implements Ledger {
       // Our lease had lapsed (a stall longer than the ttl) and others pruned our entry: the
       // slots we still hold are not counted. Put them back.
       this.log.warn({ backend: backendId, held: st.held }, 'ledger lease lapsed; re-asserting counts');
-      void this.resync();
+      void this.resync(backendId);
     }
     if (code !== ReplyCode.ok) return undefined;
     return this.grant(backendId, st);
@@ -265,7 +304,7 @@ export class RedisLedger implements Ledger {
   count(backendId: string): number {
     const st = this.state(backendId);
     // Without Redis the cluster count is unknown; what this node holds is what it controls.
-    return this.synced ? Math.max(st.total, st.held) : st.held;
+    return st.synced ? Math.max(st.total, st.held) : st.held;
   }
 
   nodeCount(backendId: string): number {
@@ -292,8 +331,8 @@ export class RedisLedger implements Ledger {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
-    await this.gate;
-    this.synced = false;
+    await Promise.all([...this.backends.values()].map((st) => st.gate));
+    for (const st of this.backends.values()) st.synced = false;
     // Whatever the mode: leaving removes this node's entries outright, so it needs no resync.
     try {
       await Promise.all([
@@ -312,20 +351,53 @@ export class RedisLedger implements Ledger {
   private state(backendId: string): BackendState {
     let st = this.backends.get(backendId);
     if (!st) {
-      st = { held: 0, total: 0, registered: false, lastUsed: Date.now() };
+      // Nothing held yet, so Redis already has this node's real count (none), unless it is away.
+      st = {
+        held: 0,
+        total: 0,
+        registered: false,
+        lastUsed: Date.now(),
+        synced: !this.down,
+        degraded: this.down,
+        reserved: 0,
+        contactAt: 0,
+        live: 0,
+        settlingUntil: 0,
+        gate: undefined,
+        inflight: 0,
+        drainWaiters: [],
+      };
       this.backends.set(backendId, st);
     } else st.lastUsed = Date.now();
     return st;
   }
 
+  private contact(st: BackendState): void {
+    if (st.synced) st.contactAt = Date.now();
+  }
+
+  /**
+   * Without the backend's keys. For one lease ttl after the last reply, Redis may still count this
+   * node there as it was (its lease lives) and the other nodes may still be counting in Redis (a
+   * slow reply, one Cluster master away, a partition of this node): the node only reuses slots
+   * Redis still counts for it, and never goes above its share. After that, Redis has pruned it or is
+   * away for everyone, and the node keeps to its share: floor(cap / live nodes).
+   */
   private acquireLocally(backendId: string, st: BackendState, cap: number): Lease | undefined {
     if (this.opts.onRedisDown === 'reject') return undefined;
-    if (!this.withinLocalShare(st, cap)) return undefined;
+    const share = this.share(st, cap);
+    const allowance = Date.now() - st.contactAt < this.ttl ? Math.min(share, st.reserved) : share;
+    if (st.held >= allowance) return undefined;
     return this.grant(backendId, st);
   }
 
+  /** The largest count of live nodes this node knows of: on the backend, and cluster-wide. */
+  private share(st: BackendState, cap: number): number {
+    return Math.floor(cap / Math.max(1, this.nodesSeen, st.live));
+  }
+
   private withinLocalShare(st: BackendState, cap: number): boolean {
-    return st.held < Math.floor(cap / this.nodesSeen);
+    return st.held < this.share(st, cap);
   }
 
   private grant(backendId: string, st: BackendState): Lease {
@@ -336,14 +408,15 @@ export class RedisLedger implements Ledger {
   private release(backendId: string, st: BackendState): void {
     st.held -= 1;
     st.lastUsed = Date.now();
-    if (this.synced) {
+    if (st.synced) {
       st.total = Math.max(st.held, st.total - 1);
       this.run('release', backendId, []).then(
         ([, total]) => {
+          this.contact(st);
           st.total = total as number;
           this.listen(backendId);
         },
-        (err: unknown) => void this.failure(err),
+        (err: unknown) => void this.failure(err, backendId),
       );
     }
     // Local waiters need no round trip; other nodes hear it from the release script's PUBLISH.
@@ -404,18 +477,30 @@ export class RedisLedger implements Ledger {
       const seen = Math.max(1, checkReply('node-beat', reply)[1]!);
       // Right after an outage Redis may have restarted empty and know only the nodes that beat
       // since: keep the larger count until every node has had the time to beat again.
-      this.nodesSeen =
-        !this.synced || Date.now() < this.settlingUntil ? Math.max(this.nodesSeen, seen) : seen;
-      if (!this.synced) {
-        await this.resync();
+      const now = Date.now();
+      const settling = [...this.backends.values()].some((st) => !st.synced || now < st.settlingUntil);
+      this.nodesSeen = this.down || settling ? Math.max(this.nodesSeen, seen) : seen;
+      this.down = false;
+      if (!this.liveKeyOk) this.log.info({}, 'ledger: the liveness key answers again');
+      this.liveKeyOk = true;
+      this.updateMode();
+    } catch (err) {
+      // One Redis: everything is away. A Cluster: only the liveness key's master is; the backends'
+      // own leases (next to their counts) carry on, and the node keeps the count it last saw.
+      if (!this.sharded) {
+        this.failure(err);
         return;
       }
-      this.forgetIdle();
-      await Promise.all([...this.backends.entries()].map(([id, st]) => this.beat(id, st)));
-      this.unlisten();
-    } catch (err) {
-      this.failure(err);
+      this.report(err);
+      if (this.liveKeyOk)
+        this.log.warn({ err, liveNodes: this.nodesSeen }, 'ledger: the liveness key is out of reach');
+      this.liveKeyOk = false;
     }
+    this.forgetIdle();
+    await Promise.all(
+      [...this.backends.entries()].map(([id, st]) => (st.synced ? this.beat(id, st) : this.resync(id))),
+    );
+    this.unlisten();
   }
 
   private async beat(backendId: string, st: BackendState): Promise<void> {
@@ -424,19 +509,21 @@ export class RedisLedger implements Ledger {
     try {
       reply = await this.run('heartbeat', backendId, []);
     } catch (err) {
-      // A broken key of one backend must not take the whole ledger down.
-      if (isOutage(toLedgerError(err))) throw err;
-      this.failure(err);
+      // An outage degrades the backend (all of them on one Redis); a broken key of one backend is
+      // reported and takes nothing else down.
+      this.failure(err, backendId);
       return;
     }
-    const [, total, present] = reply as [number, number, number];
+    const [, total, present, , live] = reply as [number, number, number, number, number | undefined];
+    this.contact(st);
     const before = st.total;
     st.total = total;
     st.registered = true;
+    if (typeof live === 'number') st.live = live;
     this.listen(backendId);
     if (!present && registered && st.held > 0) {
       this.log.warn({ backend: backendId, held: st.held }, 'ledger lease lapsed; re-asserting counts');
-      void this.resync();
+      void this.resync(backendId);
     } else if (total < before) this.notify(backendId);
   }
 
@@ -444,87 +531,125 @@ export class RedisLedger implements Ledger {
   private forgetIdle(): void {
     const cutoff = Date.now() - 3 * this.ttl;
     for (const [id, st] of this.backends) {
-      if (st.held === 0 && st.lastUsed < cutoff && !this.watchers.has(id)) this.backends.delete(id);
+      if (st.held === 0 && st.synced && st.lastUsed < cutoff && !this.watchers.has(id))
+        this.backends.delete(id);
     }
   }
 
   /**
-   * Puts this node's real counts into Redis (a SET per backend, not an increment, so nothing is
-   * counted twice), then returns to 'redis' mode. Acquires wait behind the gate, and the
-   * re-assert starts only once none is in flight, so each value sent is exact.
+   * Puts this node's real count on a backend into Redis (a SET, not an increment, so nothing is
+   * counted twice), then returns the backend to 'redis' mode. Acquires on it wait behind its gate,
+   * and the re-assert starts only once none is in flight, so the value sent is exact.
    */
-  private resync(): Promise<void> {
-    if (this.gate) return this.gate;
-    this.gate = (async () => {
-      if (this.inflight > 0) await new Promise<void>((r) => this.drainWaiters.push(r));
-      // From here releases go to Redis again; they queue behind the re-asserts on the same
+  private resync(backendId: string): Promise<void> {
+    const st = this.backends.get(backendId);
+    if (!st) return Promise.resolve();
+    if (st.gate) return st.gate;
+    st.gate = (async () => {
+      if (st.inflight > 0) await new Promise<void>((r) => st.drainWaiters.push(r));
+      // From here releases go to Redis again; they queue behind the re-assert on the same
       // connection, and `held` below already reflects every release made so far.
-      this.synced = true;
-      const ids = [...this.backends.keys()];
-      const results = await Promise.allSettled(
-        ids.map((id) => this.run('reassert', id, [this.backends.get(id)!.held])),
-      );
-      ids.forEach((id, i) => {
-        const r = results[i]!;
-        const st = this.backends.get(id);
-        if (r.status === 'rejected') this.failure(r.reason);
-        else if (st) {
-          st.total = r.value[1]!;
-          st.registered = true;
-        }
-      });
-      // A call failed while the re-asserts were on the way: stay degraded, the next beat retries.
-      if (!this.synced) return;
-      if (this.currentMode !== 'redis') {
-        if (this.everSynced) {
-          this.settlingUntil = Date.now() + this.ttl;
-          this.log.info(
-            { backends: ids.length },
-            'ledger: Redis back, counts re-asserted; local share kept for one lease ttl while the other nodes re-assert',
-          );
-        }
-        this.everSynced = true;
-        this.setMode('redis');
-        for (const id of ids) this.notify(id);
+      st.synced = true;
+      let reply: number[];
+      try {
+        reply = await this.run('reassert', backendId, [st.held]);
+      } catch (err) {
+        this.failure(err, backendId);
+        return;
+      }
+      // A release failed while the re-assert was on the way: stay degraded, the next beat retries.
+      if (!st.synced) return;
+      this.contact(st);
+      st.total = reply[1]!;
+      st.registered = true;
+      if (st.degraded) {
+        // A Redis (or master) that restarted empty knows only the nodes that have re-asserted so
+        // far, and every live node re-asserts within one heartbeat (ttl/3).
+        st.settlingUntil = Date.now() + this.ttl;
+        st.degraded = false;
+        this.log.info(
+          { backend: backendId, held: st.held },
+          'ledger: backend reachable again, count re-asserted; local share kept for one lease ttl while the other nodes re-assert',
+        );
+        this.updateMode();
+        this.notify(backendId);
       }
     })()
-      .catch((err: unknown) => void this.failure(err))
+      .catch((err: unknown) => void this.failure(err, backendId))
       .finally(() => {
-        this.gate = undefined;
+        st.gate = undefined;
       });
-    return this.gate;
+    return st.gate;
   }
 
   /**
    * Every failed Redis call ends here: reported, and if Redis is away or too slow, the ledger
-   * stops trusting it until a heartbeat gets through and resyncs.
+   * stops trusting it for that backend until a heartbeat gets through and re-asserts. On a single
+   * Redis (or Sentinel) every backend's keys are on the one server, so all of them degrade; on a
+   * Cluster only `backendId`, whose keys are on the master that failed.
    */
-  private failure(err: unknown): LedgerError {
-    const e = toLedgerError(err);
+  private failure(err: unknown, backendId?: string): LedgerError {
+    const e = this.report(err);
     if (this.closed) return e;
-    for (const l of [...this.errorListeners]) l(e);
     if (!isOutage(e)) {
       this.log.error({ err: e, command: e.command }, `ledger: Redis script refused: ${e.code}`);
       return e;
     }
-    this.synced = false;
-    if (this.currentMode !== 'degraded') this.degrade(e);
+    if (this.sharded && backendId !== undefined) {
+      const st = this.backends.get(backendId);
+      if (st && this.unsync(st)) {
+        this.log.warn(
+          { err: e, backend: backendId, liveNodes: Math.max(this.nodesSeen, st.live) },
+          this.opts.onRedisDown === 'local-share'
+            ? 'ledger degraded on a backend: its keys are out of reach, keeping to the local share there'
+            : 'ledger degraded on a backend: its keys are out of reach, refusing new connections there',
+        );
+        this.notify(backendId);
+      }
+    } else {
+      this.down = true;
+      let changed = false;
+      for (const st of this.backends.values()) changed = this.unsync(st) || changed;
+      if (changed || this.currentMode !== 'degraded') {
+        this.log.warn(
+          { err: e, liveNodes: this.nodesSeen, onRedisDown: this.opts.onRedisDown },
+          this.opts.onRedisDown === 'local-share'
+            ? `ledger degraded: Redis unreachable, keeping to floor(cap / ${this.nodesSeen}) per backend`
+            : 'ledger degraded: Redis unreachable, refusing new backend connections',
+        );
+        // The local share may allow what the cluster count refused.
+        for (const id of this.backends.keys()) this.notify(id);
+      }
+    }
+    this.updateMode();
     return e;
   }
 
-  private degrade(e: LedgerError): void {
-    this.log.warn(
-      { err: e, liveNodes: this.nodesSeen, onRedisDown: this.opts.onRedisDown },
-      this.opts.onRedisDown === 'local-share'
-        ? `ledger degraded: Redis unreachable, keeping to floor(cap / ${this.nodesSeen}) per backend`
-        : 'ledger degraded: Redis unreachable, refusing new backend connections',
-    );
-    this.setMode('degraded');
-    // The local share may allow what the cluster count refused.
-    for (const id of this.backends.keys()) this.notify(id);
+  /** Tells the error listeners. */
+  private report(err: unknown): LedgerError {
+    const e = toLedgerError(err);
+    if (!this.closed) for (const l of [...this.errorListeners]) l(e);
+    return e;
   }
 
-  private setMode(mode: LedgerMode): void {
+  /** Stops trusting Redis for one backend; true when it was not degraded yet. */
+  private unsync(st: BackendState): boolean {
+    if (st.synced) {
+      st.synced = false;
+      st.reserved = st.held;
+      // Never answered yet (its first call failed): others may be counting there all the same.
+      if (st.contactAt === 0) st.contactAt = Date.now();
+    }
+    if (st.degraded) return false;
+    st.degraded = true;
+    return true;
+  }
+
+  /** 'degraded' while some backend is, or while all of Redis is away. */
+  private updateMode(): void {
+    const degraded = this.down || [...this.backends.values()].some((st) => st.degraded);
+    const mode: LedgerMode = degraded ? 'degraded' : 'redis';
+    if (mode === this.currentMode || this.closed) return;
     this.currentMode = mode;
     for (const l of [...this.modeListeners]) l(mode);
   }

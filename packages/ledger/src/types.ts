@@ -52,4 +52,11 @@ export interface LedgerEvents {
    * release channel only while it has waiters there or is near the cap).
    */
   watch?(backendId: string): () => void;
+  /**
+   * The mode for one backend: a cluster-wide ledger on a Redis Cluster degrades only the backends
+   * whose keys are on a master it cannot reach ('degraded' there, 'redis' elsewhere).
+   */
+  backendMode?(backendId: string): LedgerMode;
+  /** Live nodes as last seen, this one included: the divisor of the local share. */
+  readonly liveNodes?: number;
 }

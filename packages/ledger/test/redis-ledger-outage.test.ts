@@ -47,18 +47,34 @@ describe('RedisLedger: Redis outages', { timeout: 60_000 }, () => {
       await takeAll(n3, 'mx:25', 20, 1);
       assert.deepEqual(await db.admin.hgetall(k.counts), { n1: '2', n2: '3', n3: '1' });
 
+      const lastReply = Date.now();
       proxy.cut();
       const [first, ms] = await timed(n1.tryAcquire('mx:25', 20));
       assert.ok(ms < 1500, `tryAcquire with Redis down answered after ${ms} ms`);
       assert.equal(n1.mode, 'degraded');
       assert.equal(n1.degraded, true);
+      assert.equal(n1.backendMode('mx:25'), 'degraded');
       assert.deepEqual(modes, ['degraded']);
-      // floor(20 / 3) = 6 for n1, counting the 2 it held before: 4 more, the first included.
-      assert.ok(first);
+      // For a lease ttl after its last reply Redis may still count n1's 2 and the other nodes may
+      // still be counting there (a slow reply, a partition of n1 alone): n1 reuses only those 2.
+      assert.equal(first, undefined, 'nothing beyond what Redis still counts for n1');
+      a[1]!.release();
+      const reused = await n1.tryAcquire('mx:25', 20);
+      assert.ok(reused, 'a slot n1 gave back while degraded is still counted for it in Redis');
+      assert.equal(await n1.tryAcquire('mx:25', 20), undefined);
+      // After that, floor(20 / 3) = 6 for n1, counting the 2 it holds: 4 more.
+      let share: Lease | undefined;
+      await waitFor('n1 keeps to its share once its lease there has run out', async () => {
+        share = await n1.tryAcquire('mx:25', 20);
+        return share !== undefined;
+      });
+      const waited = Date.now() - lastReply;
+      assert.ok(waited >= 3000 - 500, `the share applied ${waited} ms after the last reply (ttl 3000)`);
       const more = await takeAll(n1, 'mx:25', 20);
       assert.equal(1 + more.length, 4);
       assert.equal(n1.nodeCount('mx:25'), 6);
       assert.equal(n1.count('mx:25'), 6, 'degraded: count is what this node holds');
+      a[1] = reused;
       // n2 gives back 2 of its 3 while Redis cannot hear it.
       b[0]!.release();
       b[1]!.release();
