@@ -15,7 +15,11 @@ export interface NodeStatus {
   node: string;
   ready: boolean;
   draining: boolean;
-  ledger: { mode: string };
+  /**
+   * mode: 'memory', 'redis', or 'degraded' while some backend's keys are out of reach; liveNodes:
+   * the nodes this one counts (the divisor of its local share), with a shared ledger.
+   */
+  ledger: { mode: string; degradedBackends: string[]; liveNodes?: number };
   sessions: number;
   /** Each recipient map: state (ok, failing, idle), detail, entries (file), cached answers. */
   recipientMaps: RecipientMapStatus[];
@@ -31,6 +35,8 @@ export interface NodeStatus {
       clusterConnections: number;
       /** penalised: weight cut (connect errors, deferrals); ejected: no new sessions for now. */
       health: 'ok' | 'penalised' | 'ejected';
+      /** The ledger for this backend: 'degraded' while its keys are out of reach (local share). */
+      ledger: string;
       /** With `outlierDetection`: the window's counts and the ejection, if any. */
       outlier?: {
         transactions: number;

@@ -157,7 +157,13 @@ export class Metrics {
   });
   readonly ledgerDegraded = new Gauge({
     name: 'smtp_lb_ledger_degraded',
-    help: '1 while the shared ledger (Redis) is unreachable and this node keeps to a local share',
+    help: '1 while the shared ledger (Redis) is unreachable for some backend and this node keeps to a local share there',
+    registers: [this.registry],
+  });
+  readonly ledgerBackendDegraded = new Gauge({
+    name: 'smtp_lb_ledger_backend_degraded',
+    help: "1 while this backend's keys in the shared ledger are out of reach (on a Redis Cluster, its master) and this node keeps to a local share there",
+    labelNames: ['backend'] as const,
     registers: [this.registry],
   });
   readonly ledgerErrors = new Counter({

@@ -328,57 +328,67 @@ export class SmtpLbNode {
     const now = Date.now();
     let sessions = 0;
     for (const l of this.#listeners.values()) sessions += l.sessions;
+    const pools = this.#poolStatus(now);
+    const degraded = new Set(
+      pools.flatMap((p) => p.backends.filter((b) => b.ledger === 'degraded').map((b) => b.id)),
+    );
     return {
       node: this.#config.node.id,
       ready: this.ready,
       draining: this.#draining,
-      ledger: { mode: this.ledger.mode },
+      ledger: { mode: this.ledger.mode, degradedBackends: [...degraded], liveNodes: this.ledger.liveNodes },
       sessions,
       recipientMaps: this.#maps?.status() ?? [],
-      pools: [...this.#pools.values()].map((p) => ({
-        name: p.name,
-        ready: p.source.ready,
-        backends: p.source.current().map((b) => {
-          const effective = p.effectiveWeight(b.id, b.weight, now);
-          const o = p.outliers?.state(b.id, now);
-          return {
-            id: b.id,
-            weight: b.weight,
-            effectiveWeight: Math.round(effective * 100) / 100,
-            maxConnections: b.maxConnections,
-            nodeConnections: this.ledger.nodeCount(b.id),
-            clusterConnections: this.ledger.count(b.id),
-            health: o?.ejected
-              ? ('ejected' as const)
-              : effective < b.weight
-                ? ('penalised' as const)
-                : ('ok' as const),
-            ...(o
-              ? {
-                  outlier: {
-                    transactions: o.transactions,
-                    deferred: o.deferred,
-                    ejections: o.ejections,
-                    ...(o.ejected
-                      ? {
-                          reason: o.reason!,
-                          ejectedUntil: new Date(o.ejectedUntil!).toISOString(),
-                          ejectedForMs: o.ejectedUntil! - now,
-                        }
-                      : {}),
-                  },
-                }
-              : {}),
-          };
-        }),
-      })),
+      pools,
     };
+  }
+
+  #poolStatus(now: number): NodeStatus['pools'] {
+    return [...this.#pools.values()].map((p) => ({
+      name: p.name,
+      ready: p.source.ready,
+      backends: p.source.current().map((b) => {
+        const effective = p.effectiveWeight(b.id, b.weight, now);
+        const o = p.outliers?.state(b.id, now);
+        return {
+          id: b.id,
+          weight: b.weight,
+          effectiveWeight: Math.round(effective * 100) / 100,
+          maxConnections: b.maxConnections,
+          nodeConnections: this.ledger.nodeCount(b.id),
+          clusterConnections: this.ledger.count(b.id),
+          health: o?.ejected
+            ? ('ejected' as const)
+            : effective < b.weight
+              ? ('penalised' as const)
+              : ('ok' as const),
+          ...(o
+            ? {
+                outlier: {
+                  transactions: o.transactions,
+                  deferred: o.deferred,
+                  ejections: o.ejections,
+                  ...(o.ejected
+                    ? {
+                        reason: o.reason!,
+                        ejectedUntil: new Date(o.ejectedUntil!).toISOString(),
+                        ejectedForMs: o.ejectedUntil! - now,
+                      }
+                    : {}),
+                },
+              }
+            : {}),
+          ledger: this.ledger.backendMode?.(b.id) ?? this.ledger.mode,
+        };
+      }),
+    }));
   }
 
   #refreshGauges(): void {
     const m = this.metrics;
     m.backendConnections.reset();
     m.backendMaxConnections.reset();
+    m.ledgerBackendDegraded.reset();
     m.discoveryBackends.reset();
     m.backendsEjected.reset();
     const now = Date.now();
@@ -391,6 +401,8 @@ export class SmtpLbNode {
         m.backendConnections.set({ backend: b.id, scope: 'node' }, this.ledger.nodeCount(b.id));
         m.backendConnections.set({ backend: b.id, scope: 'cluster' }, this.ledger.count(b.id));
         m.backendMaxConnections.set({ backend: b.id }, b.maxConnections);
+        const mode = this.ledger.backendMode?.(b.id);
+        if (mode) m.ledgerBackendDegraded.set({ backend: b.id }, mode === 'degraded' ? 1 : 0);
       }
     }
   }

@@ -41,7 +41,11 @@ export function formatStatus(s: NodeStatus): string {
         String(b.maxConnections),
         String(b.nodeConnections),
         String(b.clusterConnections),
-        b.clusterConnections >= b.maxConnections ? 'AT CAP' : health,
+        b.ledger === 'degraded'
+          ? 'LEDGER DEGRADED'
+          : b.clusterConnections >= b.maxConnections
+            ? 'AT CAP'
+            : health,
         ...(deferrals ? [o ? `${o.deferred}/${o.transactions}` : ''] : []),
       ]);
     }
