@@ -1,7 +1,8 @@
 // Cluster-wide caps (DESIGN.md invariants 2 and 3): three node processes share one Redis; the capture
 // backends' own record of concurrent connections never exceeds their caps, every 250 is a message the
-// backend has, slots of a SIGKILLed node free up within leaseTtl + 1 s, and a Redis outage leaves the
-// nodes up, within their local share, with the counts right afterwards.
+// backend has, slots of a SIGKILLed node free up within leaseTtl + 1 s, a Redis outage leaves the
+// nodes up, within their local share, with the counts right afterwards, and on a Redis Cluster one
+// master stopped degrades only the backend whose keys it holds.
 import assert from 'node:assert/strict';
 import { before, describe, type TestContext, test } from 'node:test';
 import {
@@ -11,6 +12,7 @@ import {
   startRedis,
   startRedisCluster,
 } from '@smtp-lb/testkit';
+import { Cluster } from 'ioredis';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
 import { type CliNode, startCliNode } from '../helpers/cli-node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
@@ -153,6 +155,164 @@ describe('cluster-wide caps', { timeout: 240_000 }, () => {
       `ledger: { redisCluster: [${cluster.urls.map((u) => `"${u}"`).join(', ')}], leaseTtl: 3s, keyPrefix: caps2 }`,
       'k',
     );
+  });
+
+  test('a three-master Cluster, the master of backend A stopped: B and C keep exact caps, A its local share', async () => {
+    // Without full coverage a master marked failed stops only its own slots (Redis' default stops
+    // the whole cluster); the ledger then needs no other master for a backend than its keys' one.
+    const cluster = await startRedisCluster({ masters: 3, requireFullCoverage: false });
+    cleanup.push(() => cluster.stop());
+    const admin = new Cluster(cluster.nodes.map(({ host, port }) => ({ host, port })));
+    admin.on('error', () => undefined);
+    cleanup.push(() => admin.disconnect());
+    const prefix = 'caps3';
+    const masterOf = async (backend: CaptureBackend) => {
+      const slot = Number(await admin.cluster('KEYSLOT', `${prefix}:{${backend.address}}:counts`));
+      const owner = (admin.slots[slot] ?? [])[0];
+      return cluster.nodes.findIndex((n) => `${n.host}:${n.port}` === owner);
+    };
+    await admin.cluster('INFO');
+    // Three backends whose keys are on three different masters (the slot follows the address).
+    const byMaster = new Map<number, CaptureBackend>();
+    for (let i = 0; i < 40 && byMaster.size < 3; i++) {
+      const b = await startCaptureBackend();
+      cleanup.push(() => b.close());
+      const m = await masterOf(b);
+      assert.ok(m >= 0, 'the slot map is known');
+      if (!byMaster.has(m)) byMaster.set(m, b);
+    }
+    assert.equal(byMaster.size, 3, 'backends on three masters');
+    const [[downIndex, a], [, b], [, c]] = [...byMaster] as [
+      [number, CaptureBackend],
+      [number, CaptureBackend],
+      [number, CaptureBackend],
+    ];
+    const ledger = `ledger: { redisCluster: [${cluster.urls.map((u) => `"${u}"`).join(', ')}], leaseTtl: 3s, keyPrefix: ${prefix}, onRedisDown: local-share }`;
+    const nodes = await startNodes(
+      3,
+      poolOf(
+        [
+          { b: a!, cap: 9 },
+          { b: b!, cap: 5 },
+          { b: c!, cap: 4 },
+        ],
+        ledger,
+        'balancing: { policy: least-connections }',
+      ),
+      'm',
+    );
+    // One session per node first: every node then knows (and holds a lease on) every backend.
+    for (const [i, n] of nodes.entries()) {
+      const [r] = await client(n.port, `m-warm${i}`, 1);
+      assert.equal(r?.code, 250, r?.raw);
+    }
+    const backendOf = async (n: CliNode, id: string) =>
+      (await n.status()).pools[0]!.backends.find((x) => x.id === id)!;
+
+    // The share divides by the live nodes a node has seen: wait until each has seen all three.
+    const seen = Date.now() + 20_000;
+    while (!(await Promise.all(nodes.map((n) => n.status()))).every((s) => s.ledger.liveNodes === 3)) {
+      assert.ok(Date.now() < seen, 'the nodes never saw each other');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    cluster.nodes[downIndex!]!.pause();
+    let resumed = false;
+    cleanup.push(() => {
+      if (!resumed) cluster.nodes[downIndex!]!.resume();
+    });
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const all = await Promise.all(nodes.map((n) => n.status()));
+      if (all.every((s) => s.ledger.degradedBackends.join() === a!.address)) break;
+      assert.ok(Date.now() < deadline, `A never degraded alone: ${JSON.stringify(all.map((s) => s.ledger))}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (const x of [a!, b!, c!]) x.maxConcurrent = x.current;
+    const samples: number[] = [];
+    const probe = setInterval(() => samples.push(a!.current), 2);
+    let overShare = '';
+    const maxHeld: Record<string, number> = {};
+    let bcDegraded = '';
+    let watching = true;
+    const watch = (async () => {
+      while (watching) {
+        for (const n of nodes) {
+          const s = await n.status();
+          for (const x of s.pools[0]!.backends) {
+            if (x.id === a!.address && x.nodeConnections > 3)
+              overShare = `${n.id} held ${x.nodeConnections} of A`;
+            if (x.id !== a!.address && x.ledger !== 'redis') bcDegraded = `${n.id}: ${x.id} ${x.ledger}`;
+          }
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    const during = (
+      await Promise.all(Array.from({ length: 150 }, (_, i) => client(nodes[i % 3]!.port, `m-out${i}`, 3)))
+    ).flat();
+    watching = false;
+    await watch;
+    clearInterval(probe);
+    assert.equal(b!.maxConcurrent, 5, 'B reached its cap of 5 and never went above it');
+    assert.equal(c!.maxConcurrent, 4, 'C reached its cap of 4 and never went above it');
+    assert.equal(bcDegraded, '', 'B and C stayed in redis mode');
+    const mostA = Math.max(...samples);
+    assert.equal(overShare, '', 'each node kept to floor(9 / 3) = 3 on A');
+    assert.ok(
+      mostA <= 9,
+      `A saw ${mostA} at once while its master was stopped, cap 9 (most held by each node: ${JSON.stringify(maxHeld)})`,
+    );
+    for (const n of nodes) assert.equal((await backendOf(n, a!.address)).ledger, 'degraded');
+
+    cluster.nodes[downIndex!]!.resume();
+    resumed = true;
+    const back = Date.now() + 30_000;
+    while (!(await Promise.all(nodes.map((n) => n.status()))).every((s) => s.ledger.mode === 'redis')) {
+      assert.ok(Date.now() < back, 'the nodes never came back to redis mode on A');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    // Past the settling ttl, A is counted cluster-wide again and reaches its cap of 9 (the local
+    // shares add up to 9 as well, so the cap, not the share, is what is checked: never above it).
+    await new Promise((r) => setTimeout(r, 3500));
+    a!.maxConcurrent = a!.current;
+    const after = (
+      await Promise.all(Array.from({ length: 150 }, (_, i) => client(nodes[i % 3]!.port, `m-back${i}`, 3)))
+    ).flat();
+    assert.ok(a!.maxConcurrent <= 9, `A saw ${a!.maxConcurrent} at once after its master came back, cap 9`);
+    const results = [...during, ...after];
+    const got = delivered([a!, b!, c!]);
+    for (const r of results.filter((x) => x.code === 250))
+      assert.ok(got.has(r.id), `${r.id} got 250 but is missing`);
+    for (const r of results.filter((x) => x.code !== 250))
+      assert.ok(r.code >= 400 && r.code < 500, `${r.id}: ${r.raw}`);
+    assert.ok(
+      during.filter((r) => r.code === 250).length > during.length / 2,
+      'most mail went through while A was degraded',
+    );
+    // Idle now: every node sees zero everywhere, A included (its counts were re-asserted exactly).
+    const idle = Date.now() + 10_000;
+    for (;;) {
+      const all = await Promise.all(nodes.map((n) => n.status()));
+      const busy = all.flatMap((s) =>
+        s.pools[0]!.backends.filter((x) => x.clusterConnections !== 0 || x.nodeConnections !== 0),
+      );
+      if (busy.length === 0) break;
+      if (Date.now() > idle) {
+        const counts = await admin.hgetall(`${prefix}:{${a.address}}:counts`);
+        const logs = nodes.map((n) =>
+          n
+            .output()
+            .split('\n')
+            .filter((l) => l.includes('ledger'))
+            .join('\n'),
+        );
+        assert.fail(
+          `still counted: ${JSON.stringify(busy)}; A in Redis: ${JSON.stringify(counts)}\n${logs.join('\n---\n')}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    for (const n of nodes) assert.equal(n.child.exitCode, null, `${n.id} still runs`);
   });
 
   test('slots of a SIGKILLed node count again within leaseTtl + 1 s', async () => {
