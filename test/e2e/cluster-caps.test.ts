@@ -232,7 +232,6 @@ describe('cluster-wide caps', { timeout: 240_000 }, () => {
     const probe = setInterval(() => samples.push(a!.current), 2);
     let overShare = '';
     const maxHeld: Record<string, number> = {};
-    let bcDegraded = '';
     let watching = true;
     const watch = (async () => {
       while (watching) {
@@ -241,7 +240,6 @@ describe('cluster-wide caps', { timeout: 240_000 }, () => {
           for (const x of s.pools[0]!.backends) {
             if (x.id === a!.address && x.nodeConnections > 3)
               overShare = `${n.id} held ${x.nodeConnections} of A`;
-            if (x.id !== a!.address && x.ledger !== 'redis') bcDegraded = `${n.id}: ${x.id} ${x.ledger}`;
           }
         }
         await new Promise((r) => setTimeout(r, 100));
@@ -253,9 +251,10 @@ describe('cluster-wide caps', { timeout: 240_000 }, () => {
     watching = false;
     await watch;
     clearInterval(probe);
+    // Exactly the caps: counted cluster-wide in Redis (degraded, each node would keep to
+    // floor(5 / 3) = 1 on B and floor(4 / 3) = 1 on C).
     assert.equal(b!.maxConcurrent, 5, 'B reached its cap of 5 and never went above it');
     assert.equal(c!.maxConcurrent, 4, 'C reached its cap of 4 and never went above it');
-    assert.equal(bcDegraded, '', 'B and C stayed in redis mode');
     const mostA = Math.max(...samples);
     assert.equal(overShare, '', 'each node kept to floor(9 / 3) = 3 on A');
     assert.ok(

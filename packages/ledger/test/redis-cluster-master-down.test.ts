@@ -100,26 +100,23 @@ describe('RedisLedger: one Redis Cluster master away', { timeout: 120_000 }, () 
       cluster.nodes[down]!.pause();
       const pausedAt = Date.now();
       // The heartbeat (ttl/3) or an acquire finds A out of reach within a second or two.
-      await waitFor('A degraded on every node', () => ledgers.every((l) => l.backendMode(A) === 'degraded'));
-      for (const l of ledgers) {
-        assert.equal(l.mode, 'degraded');
-        assert.deepEqual(l.degradedBackends, [A]);
-        for (const id of [B, C, D]) assert.equal(l.backendMode(id), 'redis', `${id} is not degraded`);
-      }
+      // (A reply slower than 1 s on a loaded machine degrades a backend too, until the next beat:
+      // hence a wait for the state, not a check at one instant.)
+      await waitFor(
+        'A degraded on every node, and only A',
+        () => ledgers.every((l) => l.mode === 'degraded' && l.degradedBackends.join() === A),
+        15_000,
+      );
       // B and C: exact caps, cluster-wide, while A's master is away (and the other masters have
       // marked it failed: cluster-node-timeout is 3 s).
-      const modesSeen = new Set<string>();
-      const probe = setInterval(() => {
-        for (const l of ledgers) for (const id of [B, C]) modesSeen.add(l.backendMode(id));
-      }, 20);
+      // Reaching the cap exactly also shows B and C were counted in Redis: degraded, 3 nodes (of 4
+      // seen) would keep to floor(10 / 4) = 2 each on B.
       const [rb, rc] = await Promise.all([hammer(ledgers, B, 10, 300), hammer(ledgers, C, 7, 300)]);
-      clearInterval(probe);
       t.diagnostic(`B: max ${rb.maxConcurrent} of 10; C: max ${rc.maxConcurrent} of 7`);
       assert.equal(rb.granted, 300);
       assert.equal(rc.granted, 300);
       assert.equal(rb.maxConcurrent, 10, 'B reached its cap and never went above it');
       assert.equal(rc.maxConcurrent, 7, 'C reached its cap and never went above it');
-      assert.deepEqual([...modesSeen], ['redis'], 'B and C never degraded');
 
       // A dead node's slots on D stop counting within the ttl (+1 s), A's master away meanwhile.
       assert.equal(await ledgers[0]!.tryAcquire(D, 3), undefined, 'the doomed node holds D');
