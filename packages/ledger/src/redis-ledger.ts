@@ -141,6 +141,11 @@ export class RedisLedger implements Ledger {
   private ticking: Promise<void> | undefined;
   private tickAgain = false;
   private closed = false;
+  /**
+   * Both clients were ready once (create): a 'ready' before that (the subscriber's, while the main
+   * client still connects) would beat on a client that cannot send yet and log a degradation.
+   */
+  private started = false;
   /** Sessions of this node waiting for a slot, per backend (`watch`). */
   private readonly watchers = new Map<string, number>();
   /** Backends whose release channel the subscriber listens on. */
@@ -172,10 +177,12 @@ export class RedisLedger implements Ledger {
       // A Cluster client is ready again once it has the slot map: the masters answer again, even
       // if the liveness key's master does not (that one only keeps the node count from changing).
       if (this.sharded) this.down = false;
-      void this.tick();
+      if (this.started) void this.tick();
     });
     // Release messages sent while the subscriber was away are lost: re-read the counts.
-    subscriber.on('ready', () => void this.tick());
+    subscriber.on('ready', () => {
+      if (this.started) void this.tick();
+    });
     subscriber.on('message', (channel: string, message: string) => this.onMessage(channel, message));
     subscriber.on('smessage', (channel: string, message: string) => this.onMessage(channel, message));
   }
@@ -192,6 +199,7 @@ export class RedisLedger implements Ledger {
     try {
       defineLedgerCommands(client);
       await Promise.all([waitReady(client, connectTimeoutMs), waitReady(subscriber, connectTimeoutMs)]);
+      ledger.started = true;
       await ledger.tick();
       if (ledger.down || !ledger.liveKeyOk) throw new Error('first heartbeat failed');
     } catch (err) {
