@@ -109,23 +109,17 @@ async function capTest(t: TestContext, ledger: string, prefix: string): Promise<
       Array.from({ length: clients }, (_, i) => client(nodes[i % 3]!.port, `${prefix}c${i}`, 3)),
     )
   ).flat();
-  // Invariant 2 holds while Redis is reachable. A node whose Redis call went unanswered for the
-  // ledger's 1 s (a loaded machine does that to a Redis Cluster) counts it as an outage and keeps to
-  // its local share, floor(cap / 3), whatever the others hold: then at most that much more per node.
+  // Invariant 2 holds while Redis is reachable, also when a loaded machine makes a Redis Cluster
+  // reply later than the ledger's 1 s: the node that counts it as an outage only reuses the slots
+  // Redis still counts for it until its lease there runs out (before, it took its local share on top
+  // of what the others held: 21-38 for cap 20 at load 14-22).
   const degraded = nodes.filter((n) => n.output().includes('"msg":"ledger degraded'));
-  const extra = (cap: number) => degraded.length * Math.floor(cap / nodes.length);
   if (degraded.length > 0)
     t.diagnostic(
       `${degraded.length} node(s) degraded (Redis reply over 1 s); backend A saw ${a.maxConcurrent} (cap 20), B ${b.maxConcurrent} (cap 5)`,
     );
-  assert.ok(
-    a.maxConcurrent <= 20 + extra(20),
-    `backend A saw ${a.maxConcurrent} connections at once, cap 20, ${degraded.length} node(s) degraded`,
-  );
-  assert.ok(
-    b.maxConcurrent <= 5 + extra(5),
-    `backend B saw ${b.maxConcurrent} connections at once, cap 5, ${degraded.length} node(s) degraded`,
-  );
+  assert.ok(a.maxConcurrent <= 20, `backend A saw ${a.maxConcurrent} connections at once, cap 20`);
+  assert.ok(b.maxConcurrent <= 5, `backend B saw ${b.maxConcurrent} connections at once, cap 5`);
   assert.ok(a.maxConcurrent >= 10 && b.maxConcurrent >= 1, 'both backends were used');
   const got = delivered([a, b]);
   const accepted = results.filter((r) => r.code === 250);
