@@ -1,6 +1,7 @@
 // Limits the node enforces itself: message size while streaming (552 5.3.4, the backend never gets
-// the final dot), per-backend caps (451 4.3.2 when every backend is full; a release wakes a waiter) and
-// the listener's maxSessions (421 4.7.0).
+// the final dot), per-backend caps (451 4.3.2 when every backend is full; a release wakes a waiter; a
+// backend at its cap is given back at the end of each DATA, below it kept) and the listener's
+// maxSessions (421 4.7.0).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { startCaptureBackend } from '@smtp-lb/testkit';
@@ -74,6 +75,59 @@ describe('limits', { timeout: 120_000 }, () => {
     assert.equal(backend.maxConcurrent, 1, 'the backend never saw more connections than its cap');
     holder.close();
     late.close();
+  });
+
+  test('a backend at its cap: its connection goes at the end of DATA, so a waiter gets the slot while the sender is still connected', async () => {
+    const backend = await startCaptureBackend();
+    const lb = await startNode(
+      simpleConfig([{ address: backend.address, maxConnections: 1 }], {
+        extraTop: 'admission: { queueTimeout: 20s }',
+      }),
+    );
+    cleanup.push(
+      () => lb.stop(),
+      () => backend.close(),
+    );
+    const first = await openTransaction(lb.port);
+    assert.equal((await first.cmd('RCPT TO:<b@example.test>')).code, 250);
+    const second = await openTransaction(lb.port);
+    // Waits for the slot: the first session holds the one connection the backend allows.
+    const waiting = second.cmd('RCPT TO:<c@example.test>', 30_000);
+    assert.equal((await first.cmd('DATA')).code, 354);
+    assert.equal((await first.cmd('Subject: one\r\n\r\nfirst\r\n.')).code, 250);
+    // The first client stays connected and says nothing; the second gets the slot all the same.
+    assert.equal((await waiting).code, 250);
+    assert.equal((await second.cmd('DATA')).code, 354);
+    assert.equal((await second.cmd('Subject: two\r\n\r\nsecond\r\n.')).code, 250);
+    // The first session's next transaction binds again (the second's connection went after its DATA).
+    assert.equal((await first.cmd('MAIL FROM:<a@example.org>')).code, 250);
+    assert.equal((await first.cmd('RCPT TO:<d@example.test>', 30_000)).code, 250);
+    assert.equal((await first.cmd('DATA')).code, 354);
+    assert.equal((await first.cmd('Subject: three\r\n\r\nthird\r\n.')).code, 250);
+    assert.equal(backend.messages.length, 3);
+    assert.equal(backend.maxConcurrent, 1, 'the backend never saw more connections than its cap');
+    assert.equal(backend.sessions.length, 3, 'a backend connection per transaction at the cap');
+    first.close();
+    second.close();
+  });
+
+  test('below its cap the backend connection is kept for the next transaction', async () => {
+    const backend = await startCaptureBackend();
+    const lb = await startNode(simpleConfig([{ address: backend.address, maxConnections: 2 }]));
+    cleanup.push(
+      () => lb.stop(),
+      () => backend.close(),
+    );
+    const c = await openTransaction(lb.port);
+    for (const n of [1, 2]) {
+      if (n > 1) assert.equal((await c.cmd('MAIL FROM:<a@example.org>')).code, 250);
+      assert.equal((await c.cmd('RCPT TO:<b@example.test>')).code, 250);
+      assert.equal((await c.cmd('DATA')).code, 354);
+      assert.equal((await c.cmd(`Subject: ${n}\r\n\r\nx\r\n.`)).code, 250);
+    }
+    assert.equal(backend.messages.length, 2);
+    assert.equal(backend.sessions.length, 1, 'one backend connection for both transactions');
+    c.close();
   });
 
   test('listener maxSessions: the next client gets 421 4.7.0 and is closed; a freed place is taken again', async () => {

@@ -148,6 +148,14 @@ export class Binder {
     return { ok: false, reply: replies.noBackend() };
   }
 
+  /**
+   * Whether the bound backend is at its cap in the ledger's view (cluster-wide with Redis): a
+   * session between transactions then gives its connection back rather than keep it.
+   */
+  atCap(bound: BoundBackend): boolean {
+    return this.#d.ledger.count(bound.backend.id) >= bound.backend.maxConnections;
+  }
+
   /** Picks among `free` and takes a slot; a backend found full on the way is dropped from the round. */
   async #acquire(pool: PoolRuntime, free: readonly DiscoveredBackend[]): Promise<Lease | undefined> {
     const { ledger } = this.#d;

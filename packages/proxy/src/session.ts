@@ -1,7 +1,8 @@
 // One client session: owns the client's identity and its transaction (transaction.ts) and decides
 // every reply after the greeting that is not about syntax: MAIL is answered locally and replayed with
 // the first RCPT, where the backend is bound (routing needs the recipient); DATA streams to it; the
-// backend is kept for the client's next transaction. The session checks (shaping/session-checks.ts)
+// backend is kept for the client's next transaction, unless it is at its cap: then its connection
+// goes at the end of the transaction, so the slot serves the sessions waiting for it. The session checks (shaping/session-checks.ts)
 // run at each stage. Nothing here throws past the session: every failure becomes a reply, a log line
 // and a counter. The client sees 250 for a message only when the backend said 2xx to that message.
 import { type Readable, Transform, type TransformCallback } from 'node:stream';
@@ -351,6 +352,7 @@ export class ProxySession implements FrontSession {
       const relayed = await this.#relay(held?.stream ?? body, tx);
       const r = held?.refusal() ?? relayed;
       this.#checks.afterDataReply(tx, r);
+      this.#yieldAtCap();
       return this.#checks.pace(r);
     } finally {
       // The backend or the client failed mid-message: nothing more is scanned (no-op after the verdict).
@@ -496,6 +498,21 @@ export class ProxySession implements FrontSession {
     if (typeof notify === 'string' && !has('DSN') && !NOTIFY_AS_WITHOUT_DSN.test(notify))
       return replies.dsnUnsupported(`NOTIFY=${notify.toUpperCase()}`);
     return undefined;
+  }
+
+  /**
+   * The transaction is over; a backend at its cap gets QUIT now (its slot is free once the
+   * connection has closed) instead of staying with this session until the client's QUIT: a slow
+   * sender that pauses before QUIT or its next MAIL would otherwise hold a slot others wait for.
+   * The next transaction of this session binds again. Below the cap the connection is kept.
+   */
+  #yieldAtCap(): void {
+    const bound = this.#bound;
+    if (!bound || !this.#d.binder.atCap(bound)) return;
+    this.#bound = undefined;
+    this.#dirty = false;
+    void bound.conn.quit();
+    this.log.debug({ backend: bound.backend.id }, 'backend at its cap: connection given back after DATA');
   }
 
   /** The client went away (QUIT, close, timeout): release the backend. */
