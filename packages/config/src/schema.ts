@@ -955,7 +955,8 @@ export const ConfigFileSchema = Closed(
         }),
         redisCluster: Type.Array(Type.String({ syntax: 'URL' }), {
           minItems: 1,
-          description: 'Seed node URLs of a Redis Cluster, instead of `redis`.',
+          description:
+            'Seed node URLs of a Redis Cluster, instead of `redis`. Run it with `cluster-require-full-coverage no`: a failed master then degrades only the backends whose keys it holds.',
         }),
         redisSentinel: redisSentinelSchema('redis'),
         tls: redisTlsSchema(
