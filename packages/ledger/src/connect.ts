@@ -35,6 +35,13 @@ export interface ClientRole {
   subscriber: boolean;
   connectionName: string;
   connectTimeoutMs: number;
+  /**
+   * Only idempotent reads go through this client (a recipient map's GETs): on a Redis Cluster
+   * ioredis may resend a command refused with CLUSTERDOWN or TRYAGAIN or lost with a closed
+   * connection (a master whose connection is still being made at start, a failover), which the
+   * ledger's own clients must not do. Default false.
+   */
+  idempotentReads?: boolean;
 }
 
 const retry = (times: number) => Math.min(100 * times, 1000);
@@ -101,7 +108,7 @@ export function createClient(target: RedisTarget, role: ClientRole): LedgerClien
       // counted after the re-assert that was to correct it). Refused, the call fails at once and
       // the ledger degrades that backend until a heartbeat re-asserts. (MOVED and ASK are followed
       // at once: the node that answered them did not run the command.)
-      ...(role.subscriber
+      ...(role.subscriber || role.idempotentReads
         ? {}
         : { retryDelayOnClusterDown: 0, retryDelayOnFailover: 0, retryDelayOnTryAgain: 0 }),
       // The ledger's release channels are sharded (SSUBSCRIBE on the shard of each backend's slot).

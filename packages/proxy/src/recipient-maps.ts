@@ -99,6 +99,7 @@ export function redisMapClient(name: string, rc: RedisMapConfig) {
   if (!target) throw new Error(`recipient map ${name}: no Redis to connect to`);
   const client = createClient(target, {
     subscriber: false,
+    idempotentReads: true,
     connectionName: `smtp-lb-rcptmap-${name}`,
     connectTimeoutMs: REDIS_READY_MS,
   });
