@@ -29,6 +29,7 @@ import {
   waitForPort,
 } from '@smtp-lb/testkit';
 import { Redis } from 'ioredis';
+import { holdingRelay } from '../helpers/holding-relay.js';
 import { median } from './stats.js';
 
 const HOST = '127.0.0.1';
@@ -80,42 +81,6 @@ function describe(args: string[], names: Map<string, string>): string {
   if (name.startsWith('client-limits session'))
     return `${name} (${key.includes('{user:') ? 'user' : 'client'})`;
   return name;
-}
-
-/** A TCP relay to Redis that holds every chunk from Redis for `ms` (order kept: equal delays). */
-function delayRelay(redisPort: number, ms: number): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect({ host: HOST, port: redisPort });
-    sockets.add(client).add(upstream);
-    client.setNoDelay(true);
-    upstream.setNoDelay(true);
-    client.on('data', (d) => upstream.write(d));
-    upstream.on('data', (d) => {
-      setTimeout(() => {
-        if (!client.destroyed) client.write(d);
-      }, ms);
-    });
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  return new Promise((resolve) => {
-    server.listen(0, HOST, () => {
-      const addr = server.address() as net.AddressInfo;
-      resolve({
-        port: addr.port,
-        close: () =>
-          new Promise((done) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => done());
-          }),
-      });
-    });
-  });
 }
 
 interface Config {
@@ -299,7 +264,7 @@ async function measure(
     for (const k of Object.keys(periodic)) periodic[k] = periodic[k]! / seconds;
 
     // Through the delaying relay: the round trips each step waits for.
-    const relay = await delayRelay(redisPort, delayMs);
+    const relay = await holdingRelay(redisPort, delayMs);
     const port2 = await freePort();
     const slow = await startNodeWith(
       c.yaml(port2, backend.address, `redis://${HOST}:${relay.port}`, users),

@@ -6,12 +6,12 @@
 // user's message count and the client's message count. The session itself is delivered as usual.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import net from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { makeTempDir, startCaptureBackend, startRedis } from '@smtp-lb/testkit';
 import { Redis } from 'ioredis';
 import { cleanupAfterAll } from '../helpers/cleanup.js';
+import { holdingRelay } from '../helpers/holding-relay.js';
 import { startNode } from '../helpers/node.js';
 import { SmtpDialog } from '../helpers/smtp-dialog.js';
 
@@ -20,39 +20,6 @@ const cleanup = cleanupAfterAll();
 const HOLD_MS = 300;
 /** Far below HOLD_MS: what "together" allows on a loaded machine. */
 const TOGETHER_MS = 150;
-
-/** A TCP relay to Redis that holds every reply for `ms` (same delay for all: order kept). */
-function holdingRelay(redisPort: number, ms: number): Promise<{ port: number; close(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect({ host: '127.0.0.1', port: redisPort });
-    sockets.add(client).add(upstream);
-    client.on('data', (d) => upstream.write(d));
-    upstream.on('data', (d) => {
-      setTimeout(() => {
-        if (!client.destroyed) client.write(d);
-      }, ms);
-    });
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => {
-      resolve({
-        port: (server.address() as net.AddressInfo).port,
-        close: () =>
-          new Promise((done) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => done());
-          }),
-      });
-    });
-  });
-}
 
 test('counters that do not wait for each other reach Redis together, at connect and at MAIL', {
   timeout: 120_000,
