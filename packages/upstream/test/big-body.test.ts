@@ -1,5 +1,7 @@
-// Invariant 5 (bounded memory): a 50 MB body streams to the backend with backpressure; the process
-// RSS stays within a bound far below the message size, and the backend gets every byte.
+// Invariant 5 (bounded memory): a 150 MB body streams to the backend with backpressure; the process
+// RSS stays within a bound far below the message size, and the backend gets every byte. The size is
+// well above V8's 64 MiB external-memory lag (socket Buffers are freed only once external memory has
+// grown that much), so a copy of the message (+150 MiB) is told from collection lag.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -7,11 +9,11 @@ import { describe, it } from 'node:test';
 import { connectUpstream } from '../src/index.js';
 import { backend, identity, options } from './helpers/setup.js';
 
-const TOTAL = 50 * 1024 * 1024;
+const TOTAL = 150 * 1024 * 1024;
 const MB = 1024 * 1024;
 
 /**
- * 50 MB of CRLF lines served from one prebuilt 1 MB template, cut at an odd size so lines straddle
+ * 150 MB of CRLF lines served from one prebuilt 1 MB template, cut at an odd size so lines straddle
  * chunk boundaries; every 7th line starts with a dot (stuffed on the wire). Reusing the template keeps
  * the generator itself from allocating, so the RSS measured is the client's and the backend's.
  */
@@ -41,9 +43,9 @@ function generated(seen: { hash: ReturnType<typeof createHash>; bytes: number })
   });
 }
 
-describe('a 50 MB message', { timeout: 60_000 }, () => {
+describe('a 150 MB message', { timeout: 120_000 }, () => {
   it('streams with flat memory and arrives intact', async () => {
-    const b = await backend({ keepData: false });
+    const b = await backend({ keepData: false, size: 200 * MB });
     const conn = await connectUpstream(options(b), identity);
     await conn.envelope({ address: 'a@x.test', params: {} }, [{ address: 'b@y.test', params: {} }]);
     const base = process.memoryUsage().rss;
@@ -53,7 +55,7 @@ describe('a 50 MB message', { timeout: 60_000 }, () => {
     }, 10);
     const seen = { hash: createHash('sha256'), bytes: 0 };
     try {
-      const reply = await conn.data(generated(seen), { bareNewlines: 'reject', maxBytes: 60 * MB });
+      const reply = await conn.data(generated(seen), { bareNewlines: 'reject', maxBytes: 160 * MB });
       assert.equal(reply.code, 250);
     } finally {
       clearInterval(sampler);
@@ -64,7 +66,7 @@ describe('a 50 MB message', { timeout: 60_000 }, () => {
     assert.equal(m!.size, seen.bytes);
     assert.equal(m!.sha256, seen.hash.digest('hex'));
     const growth = (peak - base) / MB;
-    console.log(`# rss growth while streaming 50 MB: ${growth.toFixed(1)} MB`);
-    assert.ok(growth < 64, `RSS grew by ${growth.toFixed(1)} MB`);
+    console.log(`# rss growth while streaming 150 MB: ${growth.toFixed(1)} MB`);
+    assert.ok(growth < 100, `RSS grew by ${growth.toFixed(1)} MB`);
   });
 });
